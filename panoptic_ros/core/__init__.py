@@ -1,0 +1,1 @@
+"""Pure algorithm core: no rclpy, no message types."""

@@ -1,0 +1,18 @@
+"""Python packaging of panoptic_ros for the standalone venv (scripts/setup_env.sh).
+
+colcon builds this package with ament_cmake (CMakeLists.txt), which installs the same Python
+sources next to the generated messages; this file is not used there.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='panoptic_ros',
+    version='0.1.0',
+    description='Real-time single-shot panoptic segmentation for ROS 2',
+    license='Apache-2.0',
+    packages=find_packages(include=['panoptic_ros', 'panoptic_ros.*']),
+    python_requires='>=3.10',
+    entry_points={
+        'console_scripts': [],
+    },
+)

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated ROS 2 environment per test run and a process launcher."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
+
+TEST_DIR = Path(__file__).resolve().parent
+PROCS = TEST_DIR / 'procs'
+
+
+@pytest.fixture(scope='session')
+def ros_domain_id():
+    """One ROS_DOMAIN_ID for this whole pytest run, chosen at random."""
+    return pick_domain_id()
+
+
+@pytest.fixture
+def ros_env(ros_domain_id, tmp_path):
+    """Environment for child processes: this run's domain, localhost discovery, DDS profile."""
+    return isolated_ros_env(ros_domain_id, tmp_path / 'ros_home')
+
+
+@pytest.fixture
+def start_proc():
+    """Start `python test/procs/NAME ARGS...` with an environment; kills leftovers at teardown."""
+    started = []
+
+    def start(name, *args, env):
+        proc = subprocess.Popen([sys.executable, str(PROCS / name), *map(str, args)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
