@@ -11,3 +11,8 @@ test: setup
 # Everything, slow tests included.
 test-all: setup
 	scripts/run_tests.sh -m ""
+
+# Main job. Until the camera -> panoptic_node demo (issue 7) exists: the panoptic head alone
+# on a hand-built scene; writes out/head_demo.png.
+demo: setup
+	.venv/bin/python -m panoptic_ros.head_demo --out out

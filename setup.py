@@ -13,6 +13,8 @@ setup(
     packages=find_packages(include=['panoptic_ros', 'panoptic_ros.*']),
     python_requires='>=3.10',
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'panoptic-ros-head-demo = panoptic_ros.head_demo:main',
+        ],
     },
 )

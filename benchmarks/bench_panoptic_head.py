@@ -1,0 +1,133 @@
+"""Benchmark: panoptic head latency (issue 5). Prints a table and writes it to a file.
+
+For each input size, head resolution, number of detection slots and overlap policy: median
+and p95 latency of PanopticHead.forward over random network outputs (every slot a valid
+detection, boxes up to 30 % of the image side) with 11 classes (5 stuff, 6 things).
+'quarter' runs at the logits' 1/4 resolution and upsamples the labels; 'full' upsamples the
+logits and runs at input resolution. On CUDA the time includes torch.cuda.synchronize();
+--compile adds torch.compile(mode='reduce-overhead') (CUDA graphs).
+
+Usage: python benchmarks/bench_panoptic_head.py [--device cpu|cuda] [--threads 2]
+           [--repeats 20] [--detections 20 100] [--full-res] [--compile]
+           [--out benchmarks/results/panoptic_head_<device>.md]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from panoptic_ros.core.panoptic_head import POLICIES, PanopticHead, PanopticHeadConfig
+
+IS_THING = [False] * 5 + [True] * 6
+SIZES = [(480, 640), (576, 864), (720, 1280)]
+
+
+def make_inputs(height, width, device, max_detections=100, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    h, w = height // 4, width // 4
+    sem_logits = torch.randn(len(IS_THING), h, w, generator=gen)
+    offsets = torch.randn(2, h, w, generator=gen) * 10
+    xy = torch.rand(max_detections, 2, generator=gen) * torch.tensor([width, height])
+    wh = torch.rand(max_detections, 2, generator=gen) * torch.tensor([width, height]) * 0.3
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.rand(max_detections, generator=gen)
+    classes = torch.randint(5, 11, (max_detections,), generator=gen)
+    valid = torch.ones(max_detections, dtype=torch.bool)
+    return [t.to(device) for t in (sem_logits, offsets, boxes, scores, classes, valid)]
+
+
+def time_head(fn, device, repeats, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
+def machine_description(device):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
+    except (OSError, StopIteration):
+        pass
+    text = f'{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, ' \
+           f'{torch.get_num_threads()} intra-op threads'
+    if device == 'cuda':
+        text += f', GPU {torch.cuda.get_device_name()}'
+    return text
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--detections', type=int, nargs='+', default=[20, 100])
+    parser.add_argument('--full-res', action='store_true',
+                        help="also run the head at input resolution ('logits' upsampling)")
+    parser.add_argument('--compile', action='store_true')
+    parser.add_argument('--out', type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = args.out or Path(__file__).parent / 'results' / \
+        f'panoptic_head_{args.device}{"_compiled" if args.compile else ""}.md'
+
+    rows = []
+    header = '| input (H x W) | head resolution | detections | policy | p50 ms | p95 ms |'
+    print(machine_description(args.device))
+    print(header)
+    modes = [('quarter', 'labels')] + ([('full', 'logits')] if args.full_res else [])
+    for height, width in SIZES:
+        for resolution, upsample in modes:
+            for detections in args.detections:
+                inputs = make_inputs(height, width, args.device, detections)
+                for policy in POLICIES:
+                    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy))
+                    head = head.to(args.device)
+                    forward = head.forward
+                    if args.compile:
+                        forward = torch.compile(head.forward, mode='reduce-overhead')
+
+                    def run():
+                        with torch.inference_mode():
+                            return forward(*inputs, image_size=(height, width),
+                                           upsample=upsample)
+
+                    p50, p95 = time_head(run, args.device, args.repeats)
+                    row = f'| {height} x {width} | {resolution} | {detections} | {policy} | ' \
+                          f'{p50:.2f} | {p95:.2f} |'
+                    print(row, flush=True)
+                    rows.append(row)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = ' '.join(['python benchmarks/bench_panoptic_head.py', f'--device {args.device}',
+                        f'--threads {args.threads}', f'--repeats {args.repeats}',
+                        '--detections', *map(str, args.detections)] +
+                       (['--full-res'] if args.full_res else []) +
+                       (['--compile'] if args.compile else []))
+    out.write_text(
+        f'# Panoptic head latency ({args.device}{", torch.compile" if args.compile else ""})'
+        f'\n\nMachine: {machine_description(args.device)}.\n'
+        f'Every detection slot valid, {len(IS_THING)} classes, random logits; '
+        f'{args.repeats} timed runs after 3 warm-up runs. quarter = head at the logits\' 1/4 '
+        f'resolution, labels upsampled; full = logits upsampled, head at input resolution.\n'
+        f'Command: `{command}`\n\n'
+        f'{header}\n|---|---|---|---|---|---|\n' + '\n'.join(rows) + '\n')
+    print(f'written to {out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,429 @@
+"""Stage: panoptic head. Network outputs -> panoptic label image + segments.
+
+The parameter-free head of Weber et al., *Single-Shot Panoptic Segmentation* (paper 000,
+section III): the semantic logits are split into stuff and thing slices; every detection
+takes the slice of its class, keeps it only inside its box, and is stacked with the stuff
+logits into *instance-aware logits*; the argmax gives each pixel a stuff class or a
+detection. Detections that win no pixel vanish; thing pixels without a detection do not
+become instances.
+
+Same-class overlaps (identical logits in the overlap) are resolved by a policy:
+
+- ``highest_confidence``: the detection with the highest score wins.
+- ``smallest_first``: the detection with the smallest box area wins.
+- ``closest_center``: the pixel moves by its predicted offset to its object centre and joins
+  the detection whose box centre is nearest (L2, input pixels).
+- ``paste``: LPSNet's panoptic head (paper 001, section 3.4): boxes are pasted in order of
+  decreasing confidence; a box's mask is the pixels inside it whose semantic argmax is its
+  class; a mask that overlaps already pasted masks by more than ``paste_overlap`` of its area
+  is discarded, otherwise its non-overlapping part is kept.
+
+Post-processing: *unknowns* (pixels whose semantic argmax is a thing class but that no
+detection explains become void rather than the best stuff class), removal of stuff segments
+smaller than ``stuff_area_fraction`` of the image (the papers' 4096 px at COCO resolution is
+4096 / (640 * 480) = 1.33 %), and removal of instances that keep less than
+``min_kept_fraction`` of their own mask (pixels in their box whose semantic argmax is their
+class); removed pixels become void.
+
+Conventions (all tensors on one device; shapes for one image):
+
+- ``sem_logits``: float [C, h, w]; channel k is category id k + 1 (category 0 is void).
+- ``center_offsets``: float [2, h, w]; (dx, dy) in input-image pixels from a pixel's centre to
+  the centre of its object; only read by ``closest_center``.
+- ``boxes``: float [N, 4], (x1, y1, x2, y2) in input-image pixels; a pixel belongs to a box
+  when its centre ((col + 0.5) * W / w, (row + 0.5) * H / h) lies in [x1, x2] x [y1, y2].
+- ``scores``: float [N]; ``classes``: int64 [N] semantic channel of each detection (must be
+  a thing channel); ``valid``: bool [N], False for padding. N is fixed (``max_detections``)
+  so that the whole head has static shapes.
+- panoptic id = category_id * label_divisor + instance_id; stuff has instance 0; things get
+  instance ids 1, 2, ... in detection order; 0 is void.
+
+No Python loop over pixels, no host synchronisation (``.item()``, ``.cpu()``, data-dependent
+shapes) on the hot path; ``paste`` alone loops over the fixed N detection slots because its
+definition is sequential (each decision depends on the masks kept before it), still without
+host synchronisation.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+POLICIES = ('highest_confidence', 'smallest_first', 'closest_center', 'paste')
+VOID = 0
+# The papers' stuff-removal threshold, 4096 px, relative to a 640 x 480 COCO image.
+COCO_STUFF_AREA_FRACTION = 4096.0 / (640 * 480)
+
+
+@dataclass(frozen=True)
+class PanopticHeadConfig:
+    """Values that do not change frame by frame."""
+
+    policy: str = 'closest_center'
+    label_divisor: int = 1000
+    unknowns: bool = True                 # unexplained thing pixels -> void (else best stuff)
+    stuff_area_fraction: float = COCO_STUFF_AREA_FRACTION  # 0 disables stuff removal
+    min_kept_fraction: float = 0.0        # 0 keeps every instance that wins a pixel
+    paste_overlap: float = 0.3            # LPSNet's discard threshold (paste policy)
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f'unknown overlap policy {self.policy!r}; choose one of {POLICIES}')
+        if self.label_divisor < 2:
+            raise ValueError(f'label_divisor must be >= 2, got {self.label_divisor}')
+        for name in ('stuff_area_fraction', 'min_kept_fraction', 'paste_overlap'):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1], got {value}')
+
+
+@dataclass
+class PanopticOutput:
+    """Result of the head for one image; every tensor has a fixed shape.
+
+    panoptic: int32 [H, W] panoptic ids; ``semantic()`` gives int32 [H, W] category ids (0
+    void), computed only when asked for. Segment slots (S stuff classes first, then the N
+    detection slots), each [S + N]:
+    segment_id (int32, 0 for an empty slot), category_id (int32), is_thing (bool),
+    score (float), area (int64 pixels), box (float [S + N, 4], x1, y1 inclusive, x2, y2
+    exclusive, output pixels). det_segment_id: int32 [N], the segment id each detection became
+    (0 if it won no pixel or was removed).
+    """
+
+    panoptic: torch.Tensor
+    label_divisor: int
+    segment_id: torch.Tensor
+    category_id: torch.Tensor
+    is_thing: torch.Tensor
+    score: torch.Tensor
+    area: torch.Tensor
+    box: torch.Tensor
+    det_segment_id: torch.Tensor
+
+    def semantic(self):
+        """Category id of every pixel, int32 [H, W] (0 void)."""
+        return torch.div(self.panoptic, self.label_divisor, rounding_mode='floor')
+
+    def segments(self):
+        """Non-empty segments as a list of dicts (one host synchronisation)."""
+        keep = (self.segment_id != VOID).cpu()
+        fields = {name: getattr(self, name).cpu()[keep].tolist()
+                  for name in ('segment_id', 'category_id', 'is_thing', 'score', 'area', 'box')}
+        return [dict(zip(fields, values)) for values in zip(*fields.values())]
+
+
+def pad_detections(boxes, scores, classes, max_detections):
+    """Pad (or cut, keeping the highest scores) detections to a fixed count >= 1.
+
+    Args: boxes float [n, 4], scores float [n], classes int64 [n] (n may be 0).
+    Returns: boxes [N, 4], scores [N], classes [N], valid bool [N] with N = max_detections.
+    """
+    if max_detections < 1:
+        raise ValueError(f'max_detections must be >= 1, got {max_detections}')
+    n = boxes.shape[0]
+    if n > max_detections:
+        order = torch.argsort(scores, descending=True, stable=True)[:max_detections]
+        order = torch.sort(order).values  # keep the original order among the kept
+        boxes, scores, classes = boxes[order], scores[order], classes[order]
+        n = max_detections
+    pad = max_detections - n
+    valid = torch.zeros(max_detections, dtype=torch.bool, device=boxes.device)
+    valid[:n] = True
+    return (F.pad(boxes, (0, 0, 0, pad)), F.pad(scores, (0, pad)),
+            F.pad(classes, (0, pad)), valid)
+
+
+class PanopticHead(torch.nn.Module):
+    """The panoptic head as a module (parameter-free; torch.compile / CUDA-graph friendly).
+
+    Args:
+        is_thing: bool sequence [C], True for thing channels of the semantic logits.
+        config: PanopticHeadConfig.
+    """
+
+    def __init__(self, is_thing, config=PanopticHeadConfig()):
+        super().__init__()
+        is_thing = torch.as_tensor(list(is_thing), dtype=torch.bool)
+        if not is_thing.any() or is_thing.all():
+            raise ValueError('the class table needs at least one stuff and one thing class')
+        self.config = config
+        self.register_buffer('is_thing', is_thing, persistent=False)
+        self.register_buffer('stuff_channels', torch.nonzero(~is_thing)[:, 0], persistent=False)
+
+    def forward(self, sem_logits, center_offsets, boxes, scores, classes, valid,
+                image_size=None, upsample='labels'):
+        """Run the head for one image.
+
+        Args:
+            sem_logits, center_offsets, boxes, scores, classes, valid: see module docstring.
+            image_size: (H, W) of the input image; default the logits' size.
+            upsample: 'labels' runs at the logits' resolution and upsamples the label map
+                (nearest); 'logits' upsamples logits and offsets (bilinear) and runs at (H, W).
+        Returns:
+            PanopticOutput at (H, W).
+        """
+        _check_inputs(sem_logits, center_offsets, boxes, scores, classes, valid, self.is_thing)
+        h, w = sem_logits.shape[-2:]
+        out_h, out_w = image_size if image_size is not None else (h, w)
+        if upsample == 'logits' and (out_h, out_w) != (h, w):
+            sem_logits = F.interpolate(sem_logits[None], size=(out_h, out_w), mode='bilinear',
+                                       align_corners=False)[0]
+            center_offsets = F.interpolate(center_offsets[None], size=(out_h, out_w),
+                                           mode='bilinear', align_corners=False)[0]
+        elif upsample not in ('labels', 'logits'):
+            raise ValueError(f"upsample must be 'labels' or 'logits', got {upsample!r}")
+        # Channels last: reductions over classes and detections run on contiguous memory.
+        sem_hwc = sem_logits.permute(1, 2, 0).float().contiguous()                # [h, w, C]
+        # Pixel assignment at the head's resolution: slot map, -1 void.
+        slots = assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid,
+                             self.is_thing, self.stuff_channels, self.config, (out_h, out_w))
+        return _segments_from_slots(slots, sem_hwc, scores, classes, valid,
+                                    self.stuff_channels, self.config.label_divisor,
+                                    (out_h, out_w))
+
+
+def _check_inputs(sem_logits, center_offsets, boxes, scores, classes, valid, is_thing):
+    """Shape and dtype contracts (static checks only: no host synchronisation)."""
+    if sem_logits.dim() != 3 or sem_logits.shape[0] != is_thing.shape[0]:
+        raise ValueError(f'sem_logits must be [C={is_thing.shape[0]}, h, w], '
+                         f'got {tuple(sem_logits.shape)}')
+    if center_offsets.shape != (2,) + tuple(sem_logits.shape[1:]):
+        raise ValueError(f'center_offsets must be [2, h, w] = [2, {sem_logits.shape[1]}, '
+                         f'{sem_logits.shape[2]}], got {tuple(center_offsets.shape)}')
+    n = boxes.shape[0]
+    if boxes.shape != (n, 4) or scores.shape != (n,) or classes.shape != (n,) \
+            or valid.shape != (n,):
+        raise ValueError(f'boxes [N, 4], scores, classes and valid [N] must agree, got '
+                         f'{tuple(boxes.shape)}, {tuple(scores.shape)}, '
+                         f'{tuple(classes.shape)}, {tuple(valid.shape)}')
+    if n < 1:
+        raise ValueError('at least one detection slot is needed: pad with pad_detections()')
+    if classes.dtype != torch.int64 or valid.dtype != torch.bool:
+        raise ValueError(f'classes must be int64 and valid bool, got {classes.dtype}, '
+                         f'{valid.dtype}')
+
+
+def pixel_centres(h, w, image_size, device):
+    """Centres of the (h, w) grid's pixels in input-image pixels: (x [w], y [h]), float32."""
+    out_h, out_w = image_size
+    x = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (out_w / w)
+    y = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (out_h / h)
+    return x, y
+
+
+def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thing,
+                 stuff_channels, config, image_size):
+    """Assign every pixel a slot: stuff slot s in [0, S), detection slot S + n, or -1 (void).
+
+    Args: sem_hwc float32 [h, w, C] (channels last); the rest as in the module docstring.
+    Returns int64 [h, w]. See the module docstring for the rules.
+    """
+    num_stuff = stuff_channels.shape[0]
+    n = boxes.shape[0]
+    h, w = sem_hwc.shape[:2]
+    device = sem_hwc.device
+    x, y = pixel_centres(h, w, image_size, device)
+    boxes = boxes.float()
+    if config.policy in ('highest_confidence', 'smallest_first'):
+        # The key does not depend on the pixel: order the detections by it (stable, so equal
+        # keys keep detection order); then the first maximal logit is the policy's winner.
+        order = torch.argsort(_static_key(config.policy, boxes, scores), descending=True,
+                              stable=True)
+    else:
+        order = torch.arange(n, device=device)
+    boxes, classes, valid = boxes[order], classes[order], valid[order]
+    # inside[h, w, N]: the pixel centre lies in detection n's box (and n is not padding).
+    inside_x = (x[:, None] >= boxes[:, 0]) & (x[:, None] <= boxes[:, 2]) & valid       # [w, N]
+    inside_y = (y[:, None] >= boxes[:, 1]) & (y[:, None] <= boxes[:, 3])               # [h, N]
+    inside = inside_y[:, None, :] & inside_x[None, :, :]
+
+    stuff_logits = sem_hwc.index_select(-1, stuff_channels)                      # [h, w, S]
+    best_stuff_value, best_stuff = stuff_logits.max(-1)
+    sem_class = sem_hwc.argmax(-1)                                                # [h, w]
+    need_own_mask = config.policy == 'paste' or config.min_kept_fraction > 0
+    if need_own_mask:
+        # A detection's own mask: pixels in its box whose semantic argmax is its class.
+        own_mask = inside & (sem_class[..., None] == classes)                    # [h, w, N]
+
+    if config.policy == 'paste':
+        det_slot, is_det = _paste(own_mask, scores, valid, config.paste_overlap)
+    else:
+        # Instance-aware logits of the detections: their class slice, -inf outside the box.
+        det_logits = torch.where(inside, _class_slices(sem_hwc, classes),
+                                 float('-inf'))                                   # [h, w, N]
+        best_det, det_slot = det_logits.max(-1)
+        if config.policy == 'closest_center':
+            candidates = (det_logits == best_det[..., None]) & inside
+            key = _closest_center_key(boxes, center_offsets, x, y)                # [h, w, N]
+            det_slot = torch.where(candidates, key, float('-inf')).argmax(-1)
+        # Stuff channels precede detections in the stacked logits: ties go to stuff.
+        is_det = best_det > best_stuff_value
+    det_slot = order[det_slot]  # back to the caller's detection order
+    if need_own_mask:
+        own_mask = own_mask[..., torch.argsort(order)]
+
+    slots = torch.where(is_det, det_slot + num_stuff, best_stuff)
+    if config.unknowns:
+        slots = torch.where(~is_det & is_thing[sem_class], -1, slots)
+
+    # Instances keeping too little of their own mask are removed (-> void).
+    if config.min_kept_fraction > 0:
+        won = torch.bincount((slots + 1).flatten(), minlength=num_stuff + n + 1)[1 + num_stuff:]
+        orig_area = own_mask.flatten(0, 1).sum(0)
+        drop = won.float() < config.min_kept_fraction * orig_area.float()
+        slots = torch.where(is_det & drop[det_slot], -1, slots)
+
+    # Small stuff regions are removed (-> void).
+    if config.stuff_area_fraction > 0:
+        stuff_area = torch.bincount((slots + 1).flatten(), minlength=num_stuff + n + 1)[1:]
+        small = stuff_area[:num_stuff].float() < config.stuff_area_fraction * h * w   # [S]
+        in_small = (slots >= 0) & (slots < num_stuff) & small[slots.clamp(0, num_stuff - 1)]
+        slots = torch.where(in_small, -1, slots)
+    return slots
+
+
+def _class_slices(sem_hwc, classes):
+    """sem_hwc[..., classes] as [h, w, N].
+
+    On the CPU a product with a one-hot matrix is several times faster than a gather on the
+    last axis and exact for finite logits (each output is x * 1 plus zeros). CUDA keeps the
+    gather, so TF32 matmul settings can never round the logits.
+    """
+    if sem_hwc.device.type != 'cpu':
+        return sem_hwc.index_select(-1, classes)
+    one_hot = F.one_hot(classes, sem_hwc.shape[-1]).to(sem_hwc.dtype).T          # [C, N]
+    return sem_hwc @ one_hot
+
+
+def _static_key(policy, boxes, scores):
+    """Per-detection preference for same-logit overlaps; higher wins."""
+    if policy == 'highest_confidence':
+        return scores.float()
+    return -((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))  # smallest_first
+
+
+def _closest_center_key(boxes, center_offsets, x, y):
+    """Minus the squared distance from (pixel + predicted offset) to each box centre [h, w, N]."""
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    px = x[None, :] + center_offsets[0].float()                                  # [h, w]
+    py = y[:, None] + center_offsets[1].float()
+    dx = px[..., None] - cx
+    dy = py[..., None] - cy
+    return -(dx * dx + dy * dy)
+
+
+def _paste(own_mask, scores, valid, overlap):
+    """LPSNet paste-by-confidence of the masks [h, w, N] over the fixed N detection slots.
+
+    Returns (det_slot int64 [h, w], is_det bool [h, w]).
+    """
+    h, w, n = own_mask.shape
+    masks = own_mask.permute(2, 0, 1).reshape(n, h * w).contiguous()           # [N, P]
+    areas = masks.sum(1).float()
+    order = torch.argsort(torch.where(valid, scores.float(), float('-inf')),
+                          descending=True, stable=True)
+    taken = torch.zeros(h * w, dtype=torch.bool, device=own_mask.device)
+    det_slot = torch.zeros(h * w, dtype=torch.long, device=own_mask.device)
+    for rank in range(n):  # fixed trip count (N slots): no host synchronisation
+        slot = order[rank]
+        mask = masks[slot]
+        inter = (mask & taken).sum().float()
+        keep = (areas[slot] > 0) & (inter <= overlap * areas[slot])
+        new = mask & ~taken & keep
+        det_slot = torch.where(new, slot, det_slot)
+        taken = taken | new
+    return det_slot.view(h, w), taken.view(h, w)
+
+
+def _nearest_source(size_in, size_out, device):
+    """Nearest-neighbour upsampling map: source index of each output index, and per source
+    index its output count, first and last output index."""
+    src = torch.arange(size_out, device=device) * size_in // size_out
+    count = torch.bincount(src, minlength=size_in)
+    positions = torch.arange(size_out, device=device)
+    first = torch.full((size_in,), size_out, device=device)
+    first = first.scatter_reduce(0, src, positions, 'amin')
+    last = torch.full((size_in,), -1, device=device).scatter_reduce(0, src, positions, 'amax')
+    return src, count, first, last
+
+
+def _upsample_nearest(labels, out_h, out_w, row_src, col_src):
+    """labels [h, w] -> [out_h, out_w] by the map of _nearest_source (integer factors: one
+    broadcast copy; other factors: a gather)."""
+    h, w = labels.shape
+    if out_h % h == 0 and out_w % w == 0:
+        fy, fx = out_h // h, out_w // w
+        return labels[:, None, :, None].expand(h, fy, w, fx).reshape(out_h, out_w)
+    return labels[row_src[:, None], col_src[None, :]]
+
+
+def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
+                         label_divisor, image_size):
+    """Panoptic ids, semantic ids and per-slot segment info at image_size from a slot map
+    [h, w] (nearest upsampling; areas, boxes and scores counted at the output resolution)."""
+    num_stuff = stuff_channels.shape[0]
+    n = scores.shape[0]
+    num_slots = num_stuff + n
+    device = slots.device
+    h, w = slots.shape
+    out_h, out_w = image_size
+    row_src, row_count, row_first, row_last = _nearest_source(h, out_h, device)
+    col_src, col_count, col_first, col_last = _nearest_source(w, out_w, device)
+
+    # Output pixels per head pixel; slot index 0 is void.
+    weight = (row_count[:, None] * col_count[None, :]).flatten()
+    flat = slots.flatten() + 1
+    area = torch.bincount(flat, weights=weight.double(), minlength=num_slots + 1)[1:].long()
+
+    # Category and instance id of every slot.
+    slot_category = torch.cat([stuff_channels, classes]) + 1
+    present = area > 0
+    det_present = present[num_stuff:] & valid
+    instance = torch.cumsum(det_present.long(), 0) * det_present
+    slot_instance = torch.cat([torch.zeros(num_stuff, dtype=torch.long, device=device),
+                               instance])
+    segment_id = torch.where(present, slot_category * label_divisor + slot_instance, VOID)
+
+    # Scores: detection score for things, mean softmax probability for stuff.
+    sem_chw = sem_hwc.permute(2, 0, 1)          # a view of the caller's [C, h, w] layout
+    stuff_logit = sem_chw[stuff_channels].flatten(1).gather(
+        0, (flat - 1).clamp(0, num_stuff - 1)[None])[0]                           # [P]
+    prob = torch.exp(stuff_logit - torch.logsumexp(sem_chw, 0).flatten())
+    is_stuff = (flat > 0) & (flat <= num_stuff)
+    stuff_score = torch.bincount(flat, weights=(prob * weight * is_stuff).double(),
+                                 minlength=num_slots + 1)[1:num_stuff + 1]
+    stuff_score = (stuff_score / area[:num_stuff].clamp(min=1)).float()
+    score = torch.cat([stuff_score, scores.float()]) * present
+
+    # Boxes of the output pixels of each slot (x2, y2 exclusive).
+    index = (flat - 1).clamp(min=0)
+    keep = (flat > 0) & (weight > 0)
+    x_lo = col_first.repeat(h)
+    x_hi = col_last.repeat(h)
+    y_lo = row_first.repeat_interleave(w)
+    y_hi = row_last.repeat_interleave(w)
+    big = max(out_h, out_w) + 1
+    lo = torch.full((num_slots,), big, device=device)
+    hi = torch.full((num_slots,), -1, device=device)
+    box = torch.stack([
+        lo.scatter_reduce(0, index, torch.where(keep, x_lo, big), 'amin'),
+        lo.scatter_reduce(0, index, torch.where(keep, y_lo, big), 'amin'),
+        hi.scatter_reduce(0, index, torch.where(keep, x_hi, -1), 'amax') + 1,
+        hi.scatter_reduce(0, index, torch.where(keep, y_hi, -1), 'amax') + 1,
+    ], 1).float() * present[:, None]
+
+    lookup = torch.cat([torch.zeros(1, dtype=segment_id.dtype, device=device), segment_id])
+    panoptic = _upsample_nearest(lookup.int()[slots + 1], out_h, out_w, row_src, col_src)
+    return PanopticOutput(
+        panoptic=panoptic,
+        label_divisor=label_divisor,
+        segment_id=segment_id.int(),
+        category_id=(slot_category * present).int(),
+        is_thing=torch.cat([torch.zeros(num_stuff, dtype=torch.bool, device=device),
+                            present[num_stuff:]]),
+        score=score,
+        area=area,
+        box=box,
+        det_segment_id=segment_id[num_stuff:].int(),
+    )

@@ -1,0 +1,268 @@
+"""The panoptic head (panoptic_ros.core.panoptic_head).
+
+Verifies: exact agreement with a loop-based numpy reference (test/panoptic_head_reference.py)
+on 200 random inputs per policy (random and quantised logits with ties, overlapping and
+duplicate boxes, padding, no detections, all-stuff images, unknowns on and off, stuff and
+instance removal); the paper's cases (three overlapping cars, a false detection corrected by
+the semantic branch, unknowns, closest-center borders following the objects); output
+resolution options; input contract errors. Runs on the CPU; the CUDA variants run when a GPU
+is present. Does not verify speed (benchmarks/bench_panoptic_head.py).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_ros.core.panoptic_head import (
+    POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
+from panoptic_head_reference import reference_head
+
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def random_case(rng):
+    """Random head inputs: C classes (>= 1 stuff, >= 1 thing), N detection slots."""
+    num_classes = int(rng.integers(2, 7))
+    is_thing = rng.random(num_classes) < 0.5
+    is_thing[0], is_thing[-1] = False, True
+    rng.shuffle(is_thing)
+    h, w = int(rng.integers(4, 20)), int(rng.integers(4, 20))
+    kind = rng.choice(['normal', 'quantised', 'all_stuff'])
+    logits = rng.standard_normal((num_classes, h, w)).astype(np.float32)
+    if kind == 'quantised':  # many exact ties between classes
+        logits = np.round(logits * 2) / 2
+    if kind == 'all_stuff':
+        logits[is_thing] -= 10.0
+    n = int(rng.integers(1, 9))
+    thing_channels = np.flatnonzero(is_thing)
+    classes = rng.choice(thing_channels, size=n)
+    x1 = rng.uniform(-2, w, n)
+    y1 = rng.uniform(-2, h, n)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(0, w, n), y1 + rng.uniform(0, h, n)], 1)
+    if n > 1 and rng.random() < 0.3:  # an exact duplicate box of the same class
+        boxes[1], classes[1] = boxes[0], classes[0]
+    scores = rng.random(n).astype(np.float32)
+    if rng.random() < 0.2:
+        scores[:] = scores[0]  # equal scores: ties broken by detection order
+    valid = rng.random(n) < 0.85
+    if rng.random() < 0.1:
+        valid[:] = False  # no detections at all
+    offsets = rng.normal(0, 3, (2, h, w)).astype(np.float32)
+    return dict(sem_logits=logits, center_offsets=offsets, boxes=boxes.astype(np.float32),
+                scores=scores, classes=classes.astype(np.int64), valid=valid,
+                is_thing=is_thing)
+
+
+def run_head(case, device='cpu', **config):
+    head = PanopticHead(case['is_thing'], PanopticHeadConfig(**config)).to(device)
+    t = {k: torch.as_tensor(v, device=device) for k, v in case.items() if k != 'is_thing'}
+    return head(t['sem_logits'], t['center_offsets'], t['boxes'], t['scores'], t['classes'],
+                t['valid'])
+
+
+def assert_matches_reference(case, out, **config):
+    panoptic, segments, det_ids = reference_head(**case, **config)
+    np.testing.assert_array_equal(out.panoptic.cpu().numpy(), panoptic)
+    assert out.det_segment_id.cpu().tolist() == det_ids
+    got = {s['segment_id']: s for s in out.segments()}
+    assert sorted(got) == sorted(segments)
+    for segment_id, ref in segments.items():
+        seg = got[segment_id]
+        assert (seg['category_id'], seg['is_thing'], seg['area']) == \
+            (ref['category_id'], ref['is_thing'], ref['area'])
+        assert seg['box'] == [float(v) for v in ref['box']]
+        assert seg['score'] == pytest.approx(ref['score'], rel=1e-4, abs=1e-5)
+    np.testing.assert_array_equal(out.semantic().cpu().numpy(), panoptic // 1000)
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_matches_reference_on_random_inputs(policy):
+    rng = np.random.default_rng(list(POLICIES).index(policy))
+    for trial in range(200):
+        case = random_case(rng)
+        config = dict(policy=policy, unknowns=bool(rng.random() < 0.7),
+                      stuff_area_fraction=float(rng.choice([0.0, 0.05, 0.2])),
+                      min_kept_fraction=float(rng.choice([0.0, 0.5])),
+                      paste_overlap=float(rng.choice([0.0, 0.3, 1.0])))
+        out = run_head(case, **config)
+        try:
+            assert_matches_reference(case, out, **config)
+        except AssertionError as error:
+            raise AssertionError(f'trial {trial}, config {config}') from error
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+@pytest.mark.parametrize('policy', POLICIES)
+def test_cuda_matches_cpu(policy):
+    rng = np.random.default_rng(100 + list(POLICIES).index(policy))
+    for _ in range(50):
+        case = random_case(rng)
+        cpu = run_head(case, 'cpu', policy=policy)
+        cuda = run_head(case, 'cuda', policy=policy)
+        assert torch.equal(cpu.panoptic, cuda.panoptic.cpu())
+        assert torch.equal(cpu.area, cuda.area.cpu())
+
+
+# The paper's cases. Classes: 0 road (stuff), 1 sky (stuff), 2 car (thing), 3 person (thing).
+IS_THING = [False, False, True, True]
+ROAD, SKY, CAR, PERSON = range(4)
+
+
+def scene(h=40, w=60):
+    """Road everywhere (logit 1), other classes at 0."""
+    logits = np.zeros((4, h, w), np.float32)
+    logits[ROAD] = 1.0
+    return logits
+
+
+def head_inputs(logits, boxes, scores, classes, offsets=None, max_detections=8):
+    boxes, scores, classes, valid = pad_detections(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(scores, dtype=torch.float32), torch.tensor(classes, dtype=torch.long),
+        max_detections)
+    if offsets is None:
+        offsets = np.zeros((2,) + logits.shape[1:], np.float32)
+    return (torch.from_numpy(logits), torch.from_numpy(offsets), boxes, scores, classes, valid)
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_three_overlapping_cars_give_three_instances(policy):
+    logits = scene()
+    logits[CAR, 10:30, 5:25] = 3.0
+    logits[CAR, 12:32, 20:40] = 3.0
+    logits[CAR, 8:28, 35:55] = 3.0
+    boxes = [[5, 10, 25, 30], [20, 12, 40, 32], [35, 8, 55, 28]]
+    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy, stuff_area_fraction=0))
+    out = head(*head_inputs(logits, boxes, [0.9, 0.8, 0.7], [CAR] * 3))
+    things = [s for s in out.segments() if s['is_thing']]
+    assert len(things) == 3
+    assert {s['category_id'] for s in things} == {CAR + 1}
+    assert all(s['area'] > 100 for s in things)
+    assert out.det_segment_id[:3].tolist() == [3001, 3002, 3003]
+    assert out.det_segment_id[3:].tolist() == [0] * 5
+    # Every car pixel belongs to one of the three instances; the rest is road.
+    car = logits[CAR] == 3.0
+    assert (out.panoptic.numpy()[car] // 1000 == CAR + 1).all()
+    assert (out.panoptic.numpy()[~car] == (ROAD + 1) * 1000).all()
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_false_detection_is_corrected_by_semantics(policy):
+    logits = scene()
+    logits[CAR, 5:20, 5:20] = 3.0          # a real car
+    # A detection of a person where the semantic branch sees only road.
+    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy, stuff_area_fraction=0))
+    out = head(*head_inputs(logits, [[5, 5, 20, 20], [30, 10, 50, 30]], [0.9, 0.95],
+                            [CAR, PERSON]))
+    assert out.det_segment_id[:2].tolist() == [3001, 0]
+    assert [s['category_id'] for s in out.segments() if s['is_thing']] == [CAR + 1]
+    assert (out.panoptic.numpy()[10:30, 30:50] == (ROAD + 1) * 1000).all()
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_thing_pixels_outside_boxes_are_void_with_unknowns(policy):
+    logits = scene()
+    logits[CAR, 5:15, 5:15] = 3.0          # detected
+    logits[CAR, 25:35, 40:50] = 3.0        # not detected
+    inputs = head_inputs(logits, [[5, 5, 15, 15]], [0.9], [CAR])
+    with_unknowns = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy, unknowns=True,
+                                                              stuff_area_fraction=0))(*inputs)
+    assert (with_unknowns.panoptic.numpy()[25:35, 40:50] == 0).all()
+    without = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy, unknowns=False,
+                                                        stuff_area_fraction=0))(*inputs)
+    assert (without.panoptic.numpy()[25:35, 40:50] == (ROAD + 1) * 1000).all()
+    for out in (with_unknowns, without):
+        assert (out.panoptic.numpy()[5:15, 5:15] == 3001).all()
+
+
+def discs(h, w, centres, radius):
+    rows, cols = np.mgrid[0:h, 0:w]
+    return [((cols + 0.5 - cx) ** 2 + (rows + 0.5 - cy) ** 2) <= radius ** 2
+            for cx, cy in centres]
+
+
+def test_closest_center_borders_follow_the_objects():
+    h, w, radius = 48, 64, 12.0
+    centres = [(24.0, 24.0), (42.0, 24.0)]    # two touching discs whose boxes overlap
+    masks = discs(h, w, centres, radius)
+    masks[1] &= ~masks[0]
+    logits = scene(h, w)
+    offsets = np.zeros((2, h, w), np.float32)
+    for (cx, cy), mask in zip(centres, masks):
+        logits[CAR][mask] = 3.0
+        rows, cols = np.nonzero(mask)
+        offsets[0][mask] = cx - (cols + 0.5)     # ideal offsets to the object's centre
+        offsets[1][mask] = cy - (rows + 0.5)
+    boxes = [[cx - radius, cy - radius, cx + radius, cy + radius] for cx, cy in centres]
+    inputs = head_inputs(logits, boxes, [0.9, 0.8], [CAR, CAR], offsets)
+
+    def ious(policy):
+        out = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy,
+                                                        stuff_area_fraction=0))(*inputs)
+        panoptic = out.panoptic.numpy()
+        found = [panoptic == 3001 + k for k in range(2)]
+        return [(found[k] & masks[k]).sum() / (found[k] | masks[k]).sum() for k in range(2)]
+
+    assert ious('closest_center') == [1.0, 1.0]
+    # Box-order policies cut the second disc with the first box's straight edge.
+    assert min(ious('highest_confidence')) < 0.95
+
+
+def test_stuff_removal_scales_with_image_area():
+    logits = scene(40, 60)
+    logits[SKY, :2, :10] = 5.0                  # 20 px of sky: 0.83 % of the image
+    config = PanopticHeadConfig(policy='highest_confidence', stuff_area_fraction=0.01)
+    out = PanopticHead(IS_THING, config)(*head_inputs(logits, [[0, 0, 1, 1]], [0.5], [CAR]))
+    assert (out.panoptic.numpy()[:2, :10] == 0).all()
+    logits_big = np.repeat(np.repeat(logits, 2, 1), 2, 2)   # same scene, 4x the pixels
+    out = PanopticHead(IS_THING, config)(*head_inputs(logits_big, [[0, 0, 1, 1]], [0.5], [CAR]))
+    assert (out.panoptic.numpy()[:4, :20] == 0).all()
+    kept = PanopticHead(IS_THING, PanopticHeadConfig(stuff_area_fraction=0.005))(
+        *head_inputs(logits, [[0, 0, 1, 1]], [0.5], [CAR]))
+    assert (kept.panoptic.numpy()[:2, :10] == (SKY + 1) * 1000).all()
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_upsampling_modes_give_input_resolution(device):
+    logits = scene(30, 40)
+    logits[CAR, 10:20, 10:20] = 3.0
+    inputs = [t.to(device) for t in head_inputs(logits, [[40, 40, 80, 80]], [0.9], [CAR])]
+    head = PanopticHead(IS_THING, PanopticHeadConfig(stuff_area_fraction=0)).to(device)
+    for mode in ('labels', 'logits'):
+        out = head(*inputs, image_size=(120, 160), upsample=mode)
+        assert out.panoptic.shape == (120, 160) and out.panoptic.dtype == torch.int32
+        car = out.panoptic.cpu().numpy() == 3001
+        assert abs(car.sum() - 40 * 40) <= 4 * 40     # the car's 40 x 40 input pixels
+        rows, cols = np.nonzero(car)
+        assert out.segments()[-1]['box'] == [cols.min(), rows.min(), cols.max() + 1,
+                                             rows.max() + 1]
+
+
+def test_pad_detections_keeps_the_best():
+    boxes = torch.arange(20, dtype=torch.float32).reshape(5, 4)
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3])
+    classes = torch.arange(5)
+    b, s, c, v = pad_detections(boxes, scores, classes, 3)
+    assert s.tolist() == pytest.approx([0.9, 0.5, 0.7]) and c.tolist() == [1, 2, 3]
+    assert v.all()
+    b, s, c, v = pad_detections(boxes[:0], scores[:0], classes[:0], 4)
+    assert b.shape == (4, 4) and not v.any()
+
+
+def test_contract_errors_name_the_problem():
+    head = PanopticHead(IS_THING)
+    good = head_inputs(scene(), [[0, 0, 5, 5]], [0.5], [CAR])
+    with pytest.raises(ValueError, match='sem_logits must be'):
+        head(good[0][:3], *good[1:])
+    with pytest.raises(ValueError, match='center_offsets must be'):
+        head(good[0], good[1][:, :5], *good[2:])
+    with pytest.raises(ValueError, match='must agree'):
+        head(*good[:3], good[3][:2], *good[4:])
+    with pytest.raises(ValueError, match='int64'):
+        head(*good[:4], good[4].int(), good[5])
+    with pytest.raises(ValueError, match='unknown overlap policy'):
+        PanopticHeadConfig(policy='largest')
+    with pytest.raises(ValueError, match='stuff_area_fraction'):
+        PanopticHeadConfig(stuff_area_fraction=2.0)
+    with pytest.raises(ValueError, match='at least one stuff and one thing'):
+        PanopticHead([True, True])
