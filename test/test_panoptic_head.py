@@ -20,7 +20,7 @@ from panoptic_head_reference import reference_head
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-def random_case(rng):
+def random_case(rng, num_detections=None):
     """Random head inputs: C classes (>= 1 stuff, >= 1 thing), N detection slots."""
     num_classes = int(rng.integers(2, 7))
     is_thing = rng.random(num_classes) < 0.5
@@ -33,12 +33,14 @@ def random_case(rng):
         logits = np.round(logits * 2) / 2
     if kind == 'all_stuff':
         logits[is_thing] -= 10.0
-    n = int(rng.integers(1, 9))
+    n = int(rng.integers(1, 9)) if num_detections is None else num_detections
     thing_channels = np.flatnonzero(is_thing)
     classes = rng.choice(thing_channels, size=n)
     x1 = rng.uniform(-2, w, n)
     y1 = rng.uniform(-2, h, n)
     boxes = np.stack([x1, y1, x1 + rng.uniform(0, w, n), y1 + rng.uniform(0, h, n)], 1)
+    if rng.random() < 0.3:  # edges exactly on pixel centres (x.5): the inclusive bounds
+        boxes = np.round(boxes * 2 + 1) / 2 - 0.5 * (rng.random((n, 4)) < 0.5)
     if n > 1 and rng.random() < 0.3:  # an exact duplicate box of the same class
         boxes[1], classes[1] = boxes[0], classes[0]
     scores = rng.random(n).astype(np.float32)
@@ -53,8 +55,8 @@ def random_case(rng):
                 is_thing=is_thing)
 
 
-def run_head(case, device='cpu', **config):
-    head = PanopticHead(case['is_thing'], PanopticHeadConfig(**config)).to(device)
+def run_head(case, device='cpu', capturable=False, **config):
+    head = PanopticHead(case['is_thing'], PanopticHeadConfig(**config), capturable).to(device)
     t = {k: torch.as_tensor(v, device=device) for k, v in case.items() if k != 'is_thing'}
     return head(t['sem_logits'], t['center_offsets'], t['boxes'], t['scores'], t['classes'],
                 t['valid'])
@@ -75,8 +77,9 @@ def assert_matches_reference(case, out, **config):
     np.testing.assert_array_equal(out.semantic().cpu().numpy(), panoptic // 1000)
 
 
+@pytest.mark.parametrize('capturable', [False, True])
 @pytest.mark.parametrize('policy', POLICIES)
-def test_matches_reference_on_random_inputs(policy):
+def test_matches_reference_on_random_inputs(policy, capturable):
     rng = np.random.default_rng(list(POLICIES).index(policy))
     for trial in range(200):
         case = random_case(rng)
@@ -84,11 +87,26 @@ def test_matches_reference_on_random_inputs(policy):
                       stuff_area_fraction=float(rng.choice([0.0, 0.05, 0.2])),
                       min_kept_fraction=float(rng.choice([0.0, 0.5])),
                       paste_overlap=float(rng.choice([0.0, 0.3, 1.0])))
-        out = run_head(case, **config)
+        out = run_head(case, capturable=capturable, **config)
         try:
             assert_matches_reference(case, out, **config)
         except AssertionError as error:
             raise AssertionError(f'trial {trial}, config {config}') from error
+
+
+@pytest.mark.parametrize('capturable', [False, True])
+@pytest.mark.parametrize('policy', POLICIES)
+def test_matches_reference_with_many_detections(policy, capturable):
+    """More than 62 detection slots: the bit sets of the rank policies span several words."""
+    rng = np.random.default_rng(200 + list(POLICIES).index(policy))
+    for trial in range(6):
+        case = random_case(rng, num_detections=int(rng.integers(63, 131)))
+        out = run_head(case, capturable=capturable, policy=policy, stuff_area_fraction=0.0,
+                       min_kept_fraction=0.3)
+        try:
+            assert_matches_reference(case, out, policy=policy, min_kept_fraction=0.3)
+        except AssertionError as error:
+            raise AssertionError(f'trial {trial}') from error
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')

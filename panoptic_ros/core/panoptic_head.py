@@ -38,13 +38,18 @@ Conventions (all tensors on one device; shapes for one image):
 - panoptic id = category_id * label_divisor + instance_id; stuff has instance 0; things get
   instance ids 1, 2, ... in detection order; 0 is void.
 
-No Python loop over pixels, no host synchronisation (``.item()``, ``.cpu()``, data-dependent
-shapes) on the hot path; ``paste`` alone loops over the fixed N detection slots because its
-definition is sequential (each decision depends on the masks kept before it), still without
-host synchronisation.
+No Python loop over pixels or detections and no host synchronisation (``.item()``,
+``.cpu()``, data-dependent shapes) on the hot path, with two documented exceptions: ``paste``
+loops over the fixed N detection slots because its definition is sequential (each decision
+depends on the masks kept before it), still without host synchronisation; and on the CPU,
+unless ``capturable=True``, ``closest_center`` reads the largest candidate count of the frame
+to bound its loop and ``paste`` handles each box in its own pixel window (host reads cost
+nothing there). ``highest_confidence`` and
+``smallest_first`` never build a [pixels x detections] array (see ``_candidate_bits``).
 """
 
 from dataclasses import dataclass
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -139,16 +144,22 @@ class PanopticHead(torch.nn.Module):
     Args:
         is_thing: bool sequence [C], True for thing channels of the semantic logits.
         config: PanopticHeadConfig.
+        capturable: True keeps every step free of host reads, for CUDA graphs and export
+            (always the case on CUDA). False (default) lets closest_center and paste on the
+            CPU read counts and box windows on the host, several times faster with many
+            detections.
     """
 
-    def __init__(self, is_thing, config=PanopticHeadConfig()):
+    def __init__(self, is_thing, config=PanopticHeadConfig(), capturable=False):
         super().__init__()
+        self.capturable = capturable
         is_thing = torch.as_tensor(list(is_thing), dtype=torch.bool)
         if not is_thing.any() or is_thing.all():
             raise ValueError('the class table needs at least one stuff and one thing class')
         self.config = config
         self.register_buffer('is_thing', is_thing, persistent=False)
         self.register_buffer('stuff_channels', torch.nonzero(~is_thing)[:, 0], persistent=False)
+        self.register_buffer('thing_channels', torch.nonzero(is_thing)[:, 0], persistent=False)
 
     def forward(self, sem_logits, center_offsets, boxes, scores, classes, valid,
                 image_size=None, upsample='labels'):
@@ -176,7 +187,8 @@ class PanopticHead(torch.nn.Module):
         sem_hwc = sem_logits.permute(1, 2, 0).float().contiguous()                # [h, w, C]
         # Pixel assignment at the head's resolution: slot map, -1 void.
         slots = assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid,
-                             self.is_thing, self.stuff_channels, self.config, (out_h, out_w))
+                             self.is_thing, self.stuff_channels, self.thing_channels,
+                             self.config, (out_h, out_w), self.capturable)
         return _segments_from_slots(slots, sem_hwc, scores, classes, valid,
                                     self.stuff_channels, self.config.label_divisor,
                                     (out_h, out_w))
@@ -203,6 +215,9 @@ def _check_inputs(sem_logits, center_offsets, boxes, scores, classes, valid, is_
                          f'{valid.dtype}')
 
 
+# Geometry depends only on the grid and image sizes: computed once per camera, then cached
+# (read-only tensors).
+@functools.lru_cache(maxsize=16)
 def pixel_centres(h, w, image_size, device):
     """Centres of the (h, w) grid's pixels in input-image pixels: (x [w], y [h]), float32."""
     out_h, out_w = image_size
@@ -212,55 +227,45 @@ def pixel_centres(h, w, image_size, device):
 
 
 def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thing,
-                 stuff_channels, config, image_size):
+                 stuff_channels, thing_channels, config, image_size, capturable=True):
     """Assign every pixel a slot: stuff slot s in [0, S), detection slot S + n, or -1 (void).
 
-    Args: sem_hwc float32 [h, w, C] (channels last); the rest as in the module docstring.
+    Args: sem_hwc float32 [h, w, C] (channels last); capturable: False allows the CPU forms
+    that read a count on the host; the rest as in the module docstring.
     Returns int64 [h, w]. See the module docstring for the rules.
     """
     num_stuff = stuff_channels.shape[0]
     n = boxes.shape[0]
     h, w = sem_hwc.shape[:2]
-    device = sem_hwc.device
-    x, y = pixel_centres(h, w, image_size, device)
+    x, y = pixel_centres(h, w, tuple(image_size), sem_hwc.device)
     boxes = boxes.float()
-    if config.policy in ('highest_confidence', 'smallest_first'):
-        # The key does not depend on the pixel: order the detections by it (stable, so equal
-        # keys keep detection order); then the first maximal logit is the policy's winner.
-        order = torch.argsort(_static_key(config.policy, boxes, scores), descending=True,
-                              stable=True)
-    else:
-        order = torch.arange(n, device=device)
-    boxes, classes, valid = boxes[order], classes[order], valid[order]
-    # inside[h, w, N]: the pixel centre lies in detection n's box (and n is not padding).
-    inside_x = (x[:, None] >= boxes[:, 0]) & (x[:, None] <= boxes[:, 2]) & valid       # [w, N]
-    inside_y = (y[:, None] >= boxes[:, 1]) & (y[:, None] <= boxes[:, 3])               # [h, N]
-    inside = inside_y[:, None, :] & inside_x[None, :, :]
+    # inside_x[w, N], inside_y[h, N]: pixel centres within each box (padding never inside).
+    inside_x = (x[:, None] >= boxes[:, 0]) & (x[:, None] <= boxes[:, 2]) & valid
+    inside_y = (y[:, None] >= boxes[:, 1]) & (y[:, None] <= boxes[:, 3])
 
-    stuff_logits = sem_hwc.index_select(-1, stuff_channels)                      # [h, w, S]
-    best_stuff_value, best_stuff = stuff_logits.max(-1)
+    best_stuff_value, best_stuff = sem_hwc.index_select(-1, stuff_channels).max(-1)  # [h, w]
     sem_class = sem_hwc.argmax(-1)                                                # [h, w]
-    need_own_mask = config.policy == 'paste' or config.min_kept_fraction > 0
-    if need_own_mask:
-        # A detection's own mask: pixels in its box whose semantic argmax is its class.
-        own_mask = inside & (sem_class[..., None] == classes)                    # [h, w, N]
 
-    if config.policy == 'paste':
+    if config.policy == 'paste' and (capturable or sem_hwc.device.type != 'cpu'):
+        own_mask = inside_y[:, None, :] & inside_x[None, :, :] & \
+            (sem_class[..., None] == classes)                                     # [h, w, N]
         det_slot, is_det = _paste(own_mask, scores, valid, config.paste_overlap)
+    elif config.policy == 'paste':
+        det_slot, is_det = _paste_in_windows(sem_class, boxes, scores, classes, valid,
+                                             config.paste_overlap, x, y)
     else:
-        # Instance-aware logits of the detections: their class slice, -inf outside the box.
-        det_logits = torch.where(inside, _class_slices(sem_hwc, classes),
-                                 float('-inf'))                                   # [h, w, N]
-        best_det, det_slot = det_logits.max(-1)
-        if config.policy == 'closest_center':
-            candidates = (det_logits == best_det[..., None]) & inside
-            key = _closest_center_key(boxes, center_offsets, x, y)                # [h, w, N]
-            det_slot = torch.where(candidates, key, float('-inf')).argmax(-1)
+        if config.policy == 'closest_center' and (capturable or sem_hwc.device.type != 'cpu'):
+            best_det, det_slot = _closest_center(sem_hwc, center_offsets, boxes, classes,
+                                                 inside_x, inside_y, x, y)
+        elif config.policy == 'closest_center':
+            best_det, det_slot = _closest_center_by_bits(sem_hwc, center_offsets, boxes,
+                                                         classes, inside_x, inside_y,
+                                                         thing_channels, x, y)
+        else:
+            best_det, det_slot = _first_by_rank(sem_hwc, boxes, scores, classes, inside_x,
+                                                inside_y, thing_channels, config.policy)
         # Stuff channels precede detections in the stacked logits: ties go to stuff.
         is_det = best_det > best_stuff_value
-    det_slot = order[det_slot]  # back to the caller's detection order
-    if need_own_mask:
-        own_mask = own_mask[..., torch.argsort(order)]
 
     slots = torch.where(is_det, det_slot + num_stuff, best_stuff)
     if config.unknowns:
@@ -269,8 +274,8 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
     # Instances keeping too little of their own mask are removed (-> void).
     if config.min_kept_fraction > 0:
         won = torch.bincount((slots + 1).flatten(), minlength=num_stuff + n + 1)[1 + num_stuff:]
-        orig_area = own_mask.flatten(0, 1).sum(0)
-        drop = won.float() < config.min_kept_fraction * orig_area.float()
+        own_area = _own_mask_area(sem_class, classes, inside_x, inside_y, sem_hwc.shape[-1])
+        drop = won.float() < config.min_kept_fraction * own_area
         slots = torch.where(is_det & drop[det_slot], -1, slots)
 
     # Small stuff regions are removed (-> void).
@@ -280,6 +285,142 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
         in_small = (slots >= 0) & (slots < num_stuff) & small[slots.clamp(0, num_stuff - 1)]
         slots = torch.where(in_small, -1, slots)
     return slots
+
+
+# Detection bit sets: 24 detections per int32 word, so that a float32 sum of distinct bits of
+# one word (a product of 0/1 matrices) is exact, and so is a power of two's float32 exponent.
+_BITS_PER_WORD = 24
+
+
+def _candidate_bits(sem_hwc, classes, inside_x, inside_y, thing_channels, rank_of):
+    """The detections with the maximal instance-aware logit at every pixel, as bit sets.
+
+    Boxes are separable, so the detections covering pixel (r, c) are the bit set
+    rowbits[r] & colbits[c] (bit k in word k // 24 for the detection of rank k), and the
+    number of covering detections of each thing class is a product of the row and column
+    indicators. The candidates are the covering detections of the thing classes whose logit
+    is maximal. No [pixels x detections] array is built.
+
+    Returns (best_det float [h, w], -inf where no box covers; candidates int32 [h * w, W];
+    count float [h * w], the number of candidates).
+    """
+    n = classes.shape[0]
+    device = sem_hwc.device
+    words = (n + _BITS_PER_WORD - 1) // _BITS_PER_WORD
+    word = rank_of // _BITS_PER_WORD
+    bit = torch.bitwise_left_shift(torch.ones_like(rank_of), rank_of % _BITS_PER_WORD).int()
+
+    def pack(member):  # [L, N] bool -> [L, words] int32 bit sets (distinct bits: sum = or)
+        values = torch.where(member, bit, 0)
+        return torch.zeros(member.shape[0], words, dtype=torch.int32,
+                           device=device).index_add_(1, word, values)
+
+    of_class = (classes[:, None] == thing_channels[None, :]).float()               # [N, T]
+    # Covering detections per thing class: sum_n Y[r, n] X[c, n] [class n = t].
+    counts = inside_y.float()[None] @ (inside_x.T.float()[None] * of_class.T[:, :, None])
+    covered = counts > 0                                                          # [T, h, w]
+    thing_logits = sem_hwc.permute(2, 0, 1).index_select(0, thing_channels)       # [T, h, w]
+    value = torch.where(covered, thing_logits, float('-inf'))
+    best_det = value.amax(0)
+    tied = (covered & (value == best_det)).flatten(1).T.float()                    # [P, T]
+    # Union of the tied classes' detection bits (disjoint per class: a sum), & covering.
+    tied_bits = (tied @ pack(of_class.T > 0).float()).int()                       # [P, W]
+    covering = pack(inside_y)[:, None, :] & pack(inside_x)[None, :, :]          # [h, w, W]
+    count = (tied * counts.flatten(1).T).sum(1)
+    return best_det, covering.flatten(0, 1) & tied_bits, count
+
+
+def _lowest_rank(bits):
+    """Rank of the lowest set bit of each row of int32 [P, W] bit sets; a large value where
+    the set is empty. int32 throughout: int64 min-reductions are slow on the CPU."""
+    lowest = bits & -bits
+    # Exponent field of the float32 value of a power of two below 2**24 = bit index.
+    bit_index = (lowest.float().view(torch.int32) >> 23) - 127
+    offsets = torch.arange(bits.shape[1], device=bits.device, dtype=torch.int32)
+    empty = bits.shape[1] * _BITS_PER_WORD
+    return torch.where(bits != 0, bit_index + offsets * _BITS_PER_WORD, empty).amin(-1)
+
+
+def _first_by_rank(sem_hwc, boxes, scores, classes, inside_x, inside_y, thing_channels,
+                   policy):
+    """highest_confidence / smallest_first: detections are ranked by the policy key (stable:
+    equal keys keep detection order) and the candidate of lowest rank wins.
+
+    Returns (best_det float [h, w], -inf where no box covers; det_slot int64 [h, w]).
+    """
+    n = boxes.shape[0]
+    rank_order = torch.argsort(_static_key(policy, boxes, scores), descending=True,
+                               stable=True)
+    rank_of = torch.empty_like(rank_order).scatter_(
+        0, rank_order, torch.arange(n, device=boxes.device))
+    best_det, candidates, _ = _candidate_bits(sem_hwc, classes, inside_x, inside_y,
+                                              thing_channels, rank_of)
+    winner = _lowest_rank(candidates).view(best_det.shape)
+    return best_det, rank_order[winner.clamp(max=n - 1).long()]
+
+
+def _closest_center_by_bits(sem_hwc, center_offsets, boxes, classes, inside_x, inside_y,
+                            thing_channels, x, y):
+    """closest_center on the CPU: visit each pixel's candidates lowest index first, as many
+    rounds as the largest candidate count of the frame (read on the host: free on the CPU,
+    not capturable), keeping the strictly nearest centre, so equal distances keep the lower
+    detection index as the dense form does.
+
+    Returns (best_det float [h, w]; det_slot int64 [h, w]).
+    """
+    n = boxes.shape[0]
+    index = torch.arange(n, device=boxes.device)
+    best_det, remaining, count = _candidate_bits(sem_hwc, classes, inside_x, inside_y,
+                                                 thing_channels, index)
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    px = (x[None, :] + center_offsets[0].float()).flatten()                      # [P]
+    py = (y[:, None] + center_offsets[1].float()).flatten()
+    best_dist = torch.full_like(px, float('inf'))
+    best = torch.zeros(px.shape, dtype=torch.long, device=px.device)
+    for _ in range(int(count.max())):  # rounds = most candidates at any pixel (host read)
+        rank = _lowest_rank(remaining)
+        det = rank.clamp(max=n - 1).long()
+        dx = px - cx[det]
+        dy = py - cy[det]
+        dist = dx * dx + dy * dy
+        better = (rank < n) & (dist < best_dist)
+        best_dist = torch.where(better, dist, best_dist)
+        best = torch.where(better, det, best)
+        # Clear the visited (lowest) bit: x & (x - 1) in the first non-empty word.
+        nonempty = remaining != 0
+        first_word = nonempty & (torch.cumsum(nonempty, 1) == 1)
+        remaining = torch.where(first_word, remaining & (remaining - 1), remaining)
+    return best_det, best.view(best_det.shape)
+
+
+def _closest_center(sem_hwc, center_offsets, boxes, classes, inside_x, inside_y, x, y):
+    """closest_center, capturable form: among the detections with the maximal instance-aware
+    logit, the one whose box centre is nearest to (pixel + predicted offset); dense over
+    [h, w, N], ties to the lower detection index.
+
+    Returns (best_det float [h, w], -inf where no box covers; det_slot int64 [h, w]).
+    """
+    inside = inside_y[:, None, :] & inside_x[None, :, :]                         # [h, w, N]
+    # Instance-aware logits of the detections: their class slice, -inf outside the box.
+    det_logits = torch.where(inside, _class_slices(sem_hwc, classes), float('-inf'))
+    best_det = det_logits.amax(-1)
+    candidates = (det_logits == best_det[..., None]) & inside
+    key = _closest_center_key(boxes, center_offsets, x, y)                        # [h, w, N]
+    return best_det, torch.where(candidates, key, float('-inf')).argmax(-1)
+
+
+def _own_mask_area(sem_class, classes, inside_x, inside_y, num_classes):
+    """Pixels in each detection's box whose semantic argmax is its class, float [N].
+
+    Boxes are separable: area_n = sum_r Y[r, n] * (M_c @ X)[r, n] with M_c the [h, w]
+    indicator of class c = classes[n]; a float32 product of 0/1 values, exact below 2**24.
+    """
+    n = classes.shape[0]
+    masks = F.one_hot(sem_class, num_classes).permute(2, 0, 1).float()            # [C, h, w]
+    per_class = masks @ inside_x.float()                                          # [C, h, N]
+    per_det = per_class[classes, :, torch.arange(n, device=classes.device)]       # [N, h]
+    return (per_det * inside_y.T.float()).sum(1)
 
 
 def _class_slices(sem_hwc, classes):
@@ -336,6 +477,7 @@ def _paste(own_mask, scores, valid, overlap):
     return det_slot.view(h, w), taken.view(h, w)
 
 
+@functools.lru_cache(maxsize=16)
 def _nearest_source(size_in, size_out, device):
     """Nearest-neighbour upsampling map: source index of each output index, and per source
     index its output count, first and last output index."""
@@ -358,6 +500,39 @@ def _upsample_nearest(labels, out_h, out_w, row_src, col_src):
     return labels[row_src[:, None], col_src[None, :]]
 
 
+def _paste_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y):
+    """paste on the CPU: the same rule as _paste, each box handled in its own pixel window.
+
+    The windows and the keep decisions are read on the host (free on the CPU, not
+    capturable); the comparison is the same float32 expression as in _paste.
+    Returns (det_slot int64 [h, w], is_det bool [h, w]).
+    """
+    h, w = sem_class.shape
+    # Pixel centres increase along each axis: a box covers a contiguous range of each.
+    r0 = (y[None, :] < boxes[:, 1:2]).sum(1).tolist()
+    r1 = (y[None, :] <= boxes[:, 3:4]).sum(1).tolist()
+    c0 = (x[None, :] < boxes[:, 0:1]).sum(1).tolist()
+    c1 = (x[None, :] <= boxes[:, 2:3]).sum(1).tolist()
+    order = torch.argsort(torch.where(valid, scores.float(), float('-inf')),
+                          descending=True, stable=True).tolist()
+    is_valid = valid.tolist()
+    taken = torch.zeros(h, w, dtype=torch.bool)
+    det_slot = torch.zeros(h, w, dtype=torch.long)
+    for slot in order:
+        if not is_valid[slot] or r1[slot] <= r0[slot] or c1[slot] <= c0[slot]:
+            continue
+        window = (slice(r0[slot], r1[slot]), slice(c0[slot], c1[slot]))
+        mask = sem_class[window] == classes[slot]
+        area = mask.sum().float()
+        inter = (mask & taken[window]).sum().float()
+        if not bool((area > 0) & (inter <= overlap * area)):
+            continue
+        new = mask & ~taken[window]
+        det_slot[window].masked_fill_(new, slot)
+        taken[window] |= new
+    return det_slot, taken
+
+
 def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
                          label_divisor, image_size):
     """Panoptic ids, semantic ids and per-slot segment info at image_size from a slot map
@@ -372,9 +547,9 @@ def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
     col_src, col_count, col_first, col_last = _nearest_source(w, out_w, device)
 
     # Output pixels per head pixel; slot index 0 is void.
-    weight = (row_count[:, None] * col_count[None, :]).flatten()
+    weight = (row_count[:, None] * col_count[None, :]).flatten().float()
     flat = slots.flatten() + 1
-    area = torch.bincount(flat, weights=weight.double(), minlength=num_slots + 1)[1:].long()
+    area = torch.bincount(flat, weights=weight, minlength=num_slots + 1)[1:].long()
 
     # Category and instance id of every slot.
     slot_category = torch.cat([stuff_channels, classes]) + 1
@@ -396,21 +571,21 @@ def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
     stuff_score = (stuff_score / area[:num_stuff].clamp(min=1)).float()
     score = torch.cat([stuff_score, scores.float()]) * present
 
-    # Boxes of the output pixels of each slot (x2, y2 exclusive).
-    index = (flat - 1).clamp(min=0)
-    keep = (flat > 0) & (weight > 0)
-    x_lo = col_first.repeat(h)
-    x_hi = col_last.repeat(h)
-    y_lo = row_first.repeat_interleave(w)
-    y_hi = row_last.repeat_interleave(w)
+    # Boxes of the output pixels of each slot (x2, y2 exclusive), from the rows and columns
+    # each slot occupies (int32: int64 min/max reductions are slow on the CPU).
     big = max(out_h, out_w) + 1
-    lo = torch.full((num_slots,), big, device=device)
-    hi = torch.full((num_slots,), -1, device=device)
+    row_index, col_index = _nearest_source(h, h, device)[0], _nearest_source(w, w, device)[0]
+    rows = torch.bincount(((slots + 1) * h + row_index[:, None]).flatten(),
+                          minlength=(num_slots + 1) * h).view(num_slots + 1, h)[1:]
+    cols = torch.bincount(((slots + 1) * w + col_index).flatten(),
+                          minlength=(num_slots + 1) * w).view(num_slots + 1, w)[1:]
+    rows = (rows > 0) & (row_count > 0)
+    cols = (cols > 0) & (col_count > 0)
     box = torch.stack([
-        lo.scatter_reduce(0, index, torch.where(keep, x_lo, big), 'amin'),
-        lo.scatter_reduce(0, index, torch.where(keep, y_lo, big), 'amin'),
-        hi.scatter_reduce(0, index, torch.where(keep, x_hi, -1), 'amax') + 1,
-        hi.scatter_reduce(0, index, torch.where(keep, y_hi, -1), 'amax') + 1,
+        torch.where(cols, col_first.int(), big).amin(1),
+        torch.where(rows, row_first.int(), big).amin(1),
+        torch.where(cols, col_last.int(), -1).amax(1) + 1,
+        torch.where(rows, row_last.int(), -1).amax(1) + 1,
     ], 1).float() * present[:, None]
 
     lookup = torch.cat([torch.zeros(1, dtype=segment_id.dtype, device=device), segment_id])
