@@ -323,8 +323,14 @@ def _candidate_bits(sem_hwc, classes, inside_x, inside_y, thing_channels, rank_o
     value = torch.where(covered, thing_logits, float('-inf'))
     best_det = value.amax(0)
     tied = (covered & (value == best_det)).flatten(1).T.float()                    # [P, T]
-    # Union of the tied classes' detection bits (disjoint per class: a sum), & covering.
-    tied_bits = (tied @ pack(of_class.T > 0).float()).int()                       # [P, W]
+    # Union of the tied classes' detection bits (disjoint per class: a sum), & covering. A
+    # float32 product is exact on the CPU (sums below 2**24); CUDA may round matmul inputs
+    # to TF32, so it sums integers.
+    class_bits = pack(of_class.T > 0)                                             # [T, W]
+    if device.type == 'cpu':
+        tied_bits = (tied @ class_bits.float()).int()                             # [P, W]
+    else:
+        tied_bits = (tied.int()[:, :, None] * class_bits[None]).sum(1, dtype=torch.int32)
     covering = pack(inside_y)[:, None, :] & pack(inside_x)[None, :, :]          # [h, w, W]
     count = (tied * counts.flatten(1).T).sum(1)
     return best_det, covering.flatten(0, 1) & tied_bits, count
