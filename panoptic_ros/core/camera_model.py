@@ -1,0 +1,68 @@
+"""Pinhole camera model and frames shared by the simulator and the occupancy projection.
+
+Frames (ROS REP 103 / 105 conventions):
+- base frame: x forward, y left, z up; the ground is the plane z = 0.
+- camera optical frame: z forward (optical axis), x right, y down.
+Pixels follow OpenCV / sensor_msgs/CameraInfo: (u, v) = (column, row) with integer values at
+pixel centres, so the principal point of a centred lens is ((W - 1) / 2, (H - 1) / 2).
+"""
+
+import math
+
+import numpy as np
+
+# Rotation from the optical frame to a body frame (x forward, y left, z up) of the camera:
+# optical z -> body x, optical x -> -body y, optical y -> -body z.
+R_BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0],
+                                [-1.0, 0.0, 0.0],
+                                [0.0, -1.0, 0.0]])
+
+
+def intrinsics_from_fov(width, height, vertical_fov_deg):
+    """3x3 K of a centred pinhole camera with square pixels and the given vertical FOV."""
+    fy = (height / 2.0) / math.tan(math.radians(vertical_fov_deg) / 2.0)
+    return np.array([[fy, 0.0, (width - 1) / 2.0],
+                     [0.0, fy, (height - 1) / 2.0],
+                     [0.0, 0.0, 1.0]])
+
+
+def rotation_rpy(roll, pitch, yaw):
+    """Rotation matrix of body roll (about x), pitch (about y, positive = nose down), yaw
+    (about z), applied as R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr, cp, sp, cy, sy = (math.cos(roll), math.sin(roll), math.cos(pitch),
+                              math.sin(pitch), math.cos(yaw), math.sin(yaw))
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def camera_pose_in_base(x, y, height, roll, pitch, yaw):
+    """4x4 transform T_base_optical of a camera at (x, y, height) with body roll/pitch/yaw
+    (radians; pitch > 0 looks down)."""
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_rpy(roll, pitch, yaw) @ R_BODY_FROM_OPTICAL
+    transform[:3, 3] = (x, y, height)
+    return transform
+
+
+def project(points_base, T_base_optical, K):
+    """Project points [n, 3] in the base frame. Returns (uv [n, 2] pixels, z [n] depth along
+    the optical axis in metres; z <= 0 is behind the camera)."""
+    rotation, translation = T_base_optical[:3, :3], T_base_optical[:3, 3]
+    cam = (np.asarray(points_base, np.float64) - translation) @ rotation   # = R^T (p - t)
+    z = cam[:, 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u = K[0, 0] * cam[:, 0] / z + K[0, 2]
+        v = K[1, 1] * cam[:, 1] / z + K[1, 2]
+    return np.stack([u, v], 1), z
+
+
+def camera_info_dict(K, width, height, frame_id='camera_optical'):
+    """A sensor_msgs/CameraInfo-compatible dict (no distortion)."""
+    P = np.zeros((3, 4))
+    P[:3, :3] = K
+    return {'width': int(width), 'height': int(height), 'frame_id': frame_id,
+            'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
+            'k': [float(v) for v in K.flatten()], 'r': [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+            'p': [float(v) for v in P.flatten()]}

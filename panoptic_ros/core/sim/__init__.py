@@ -1,0 +1,1 @@
+"""Simulated world with pixel-exact ground truth (pybullet, CPU TinyRenderer). No ROS."""

@@ -1,0 +1,102 @@
+"""Ground-truth occupancy grid of a rendered frame: the reference for the occupancy issue.
+
+Grid: nav_msgs/OccupancyGrid layout in the base frame (x forward, y left, ground z = 0):
+``grid[i, j]`` is the cell whose lower corner is ``origin + (j, i) * resolution``; its
+centre is ``origin + (j + 0.5, i + 0.5) * resolution``.
+
+Definition. Every cell is judged at its centre g = (x, y, 0) by the first surface that the
+ray from the camera's optical centre to g meets (exact geometry: pybullet ray tests against
+the scene's collision shapes, which are the rendered boxes and convex decompositions):
+
+- UNKNOWN (-1) if g is behind the camera (depth <= near) or projects outside the image.
+- If g lies in the ground footprint of an obstacle (a thing, or a wall: the rectangle of its
+  collision box on the ground, rotated by its yaw): OCCUPIED (100) when the ray meets that
+  obstacle first, else UNKNOWN (another object hides it).
+- Otherwise, when the ray meets the ground first: FREE (0) for drivable ground (road),
+  NON_DRIVABLE (50) for other ground (grass); when it meets anything else first: UNKNOWN
+  (the cell is hidden behind it).
+
+So cells behind an obstacle along the camera ray are unknown, cells never in view are
+unknown, and an obstacle is occupied over its whole footprint where it is the visible
+surface. Values are int8.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from panoptic_ros.core.camera_model import project
+from panoptic_ros.core.sim.taxonomy import CLASSES, LABEL_DIVISOR
+
+UNKNOWN, FREE, NON_DRIVABLE, OCCUPIED = -1, 0, 50, 100
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Occupancy grid geometry in the base frame (metres)."""
+
+    resolution: float = 0.05
+    width: int = 200          # cells along x
+    height: int = 200         # cells along y
+    origin_x: float = 0.0     # lower corner of cell (0, 0)
+    origin_y: float = -5.0
+    frame_id: str = 'base_link'
+
+    def cell_centres(self):
+        """(x [height, width], y [height, width]) of every cell centre."""
+        j = np.arange(self.width)
+        i = np.arange(self.height)
+        x = self.origin_x + (j + 0.5) * self.resolution
+        y = self.origin_y + (i + 0.5) * self.resolution
+        return np.meshgrid(x, y)
+
+
+def inside_convex_polygon(x, y, polygon):
+    """Boolean mask of points (x, y) inside (or on) a convex polygon [k, 2] (any winding)."""
+    sides = []
+    for (x0, y0), (x1, y1) in zip(polygon, np.roll(polygon, -1, axis=0)):
+        sides.append((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0))
+    sides = np.stack(sides)
+    return (sides >= -1e-9).all(0) | (sides <= 1e-9).all(0)
+
+
+def classify_cells(first_hit, in_view, in_footprint_of, grid=GridSpec()):
+    """Apply the definition above to per-cell ray results.
+
+    Args:
+        first_hit: int [n] panoptic id of the first surface each cell's ray meets (0: none).
+        in_view: bool [n], the cell centre projects into the image in front of the camera.
+        in_footprint_of: int [n], panoptic id of the obstacle whose footprint holds the cell
+            centre, 0 if none.
+    Returns:
+        int8 [grid.height, grid.width].
+    """
+    result = np.full(first_hit.shape, UNKNOWN, np.int8)
+    hit_category = first_hit // LABEL_DIVISOR
+    open_ground = in_view & (in_footprint_of == 0)
+    for cls in CLASSES:
+        if cls.ground:
+            result[open_ground & (hit_category == cls.id)] = \
+                FREE if cls.ground == 'drivable' else NON_DRIVABLE
+    result[in_view & (in_footprint_of != 0) & (first_hit == in_footprint_of)] = OCCUPIED
+    return result.reshape(grid.height, grid.width)
+
+
+def cells_in_view(grid, K, T_base_optical, image_size, near=0.05):
+    """Cell centres as points [n, 3] and whether each projects into the image (depth > near)."""
+    height, width = image_size
+    x, y = grid.cell_centres()
+    points = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], 1)
+    uv, depth = project(points, T_base_optical, K)
+    u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+    return points, (depth > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+
+
+def footprint_owner(points, footprints):
+    """Panoptic id of the footprint holding each point [n, 3] (0: none; the last one listed
+    wins where footprints overlap)."""
+    owner = np.zeros(points.shape[0], np.int64)
+    for panoptic_id, polygon in footprints:
+        owner[inside_convex_polygon(points[:, 0], points[:, 1], np.asarray(polygon))] = \
+            panoptic_id
+    return owner

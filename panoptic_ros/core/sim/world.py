@@ -1,0 +1,335 @@
+"""Stage: simulated camera. Randomised pybullet scenes rendered with pixel-exact ground truth.
+
+A scene is built around the robot's base frame (x forward, y left, z up, ground z = 0): a
+grass ground plane, one or two road strips, walls, and thing models from pybullet_data
+(see taxonomy.py) with random poses, scales, colours and textures, sometimes in crowds of one
+class. A camera with random intrinsics (vertical FOV) and extrinsics (height, pitch, small
+roll) renders RGB, depth and an object mask with the CPU TinyRenderer; the mask becomes the
+panoptic label (id = category * 1000 + instance, the sky is the background).
+
+Everything is deterministic for a seed. No ROS imports.
+"""
+
+import contextlib
+from dataclasses import dataclass, field
+import math
+import os
+
+import numpy as np
+import pybullet
+import pybullet_data
+from pybullet_utils.bullet_client import BulletClient
+
+from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov
+from panoptic_ros.core.sim.occupancy_gt import (
+    cells_in_view, classify_cells, footprint_owner, GridSpec)
+from panoptic_ros.core.sim.taxonomy import BY_NAME, LABEL_DIVISOR, THINGS
+
+TEXTURES = ('tex256.png', 'checker_blue.png', 'uvmap.png')
+RAY_BATCH = 16000           # pybullet's rayTestBatch takes at most 16384 rays a call
+BELOW_GROUND = -0.01        # rays to open ground end below its surface, so they meet it
+ABOVE_GROUND = 0.005        # rays to a footprint end inside the obstacle standing on it
+GRASS_TOP_Z = -0.002      # grass sits 2 mm below the road: no z-fighting
+ROAD_THICKNESS = 0.01
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Randomisation ranges (uniform) of scenes and cameras."""
+
+    width: int = 640
+    height: int = 480
+    vertical_fov_deg: tuple = (45.0, 75.0)
+    camera_height: tuple = (0.3, 2.0)        # metres above the ground
+    camera_pitch_deg: tuple = (0.0, 25.0)    # positive looks down
+    camera_roll_deg: tuple = (-3.0, 3.0)
+    num_objects: tuple = (2, 10)             # besides crowds
+    crowd_probability: float = 0.35          # a crowd of 3-5 of one class
+    num_walls: tuple = (0, 3)
+    area_x: tuple = (1.5, 14.0)              # where objects stand, base frame
+    area_y: tuple = (-6.0, 6.0)
+    near: float = 0.05
+    far: float = 60.0
+
+
+@dataclass
+class Body:
+    """A rendered body: its panoptic id and its ground footprint (a convex polygon [4, 2],
+    base frame, metres) when it stands on the ground as an obstacle."""
+
+    uid: int
+    panoptic_id: int
+    footprint: np.ndarray = None
+
+
+@dataclass
+class Frame:
+    """One rendered image with its ground truth.
+
+    rgb uint8 [H, W, 3]; panoptic int32 [H, W] (category * 1000 + instance, every pixel
+    labelled); depth float32 [H, W], metres along the optical axis, 0 for the sky; K [3, 3];
+    T_base_optical [4, 4]; segments: list of dicts (id, category_id, is_thing, area,
+    bbox [x, y, w, h]); footprints: list of (panoptic_id, polygon [4, 2]) of the obstacles;
+    occupancy: int8 [grid.height, grid.width] ground-truth grid (occupancy_gt.py) and grid:
+    its GridSpec.
+    """
+
+    rgb: np.ndarray
+    panoptic: np.ndarray
+    depth: np.ndarray
+    K: np.ndarray
+    T_base_optical: np.ndarray
+    segments: list = field(default_factory=list)
+    footprints: list = field(default_factory=list)
+    occupancy: np.ndarray = None
+    grid: GridSpec = None
+
+
+def segments_of(panoptic):
+    """COCO-style segment list of a panoptic id image (ids sorted)."""
+    ids, first, counts = np.unique(panoptic, return_index=True, return_counts=True)
+    segments = []
+    for segment_id, count in zip(ids.tolist(), counts.tolist()):
+        if segment_id == 0:
+            continue
+        rows, cols = np.nonzero(panoptic == segment_id)
+        x0, y0 = int(cols.min()), int(rows.min())
+        category = segment_id // LABEL_DIVISOR
+        segments.append({'id': segment_id, 'category_id': category,
+                         'is_thing': segment_id % LABEL_DIVISOR != 0, 'area': count,
+                         'bbox': [x0, y0, int(cols.max()) + 1 - x0, int(rows.max()) + 1 - y0]})
+    return segments
+
+
+def _quat_yaw(yaw):
+    return (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
+
+
+def _rectangle(lo, hi, x, y, yaw):
+    """Corners of the local rectangle [lo, hi] (xy) rotated by yaw about the origin and moved
+    to (x, y)."""
+    corners = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+    c, s = math.cos(yaw), math.sin(yaw)
+    return corners @ np.array([[c, s], [-s, c]]) + (x, y)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence pybullet's C-level prints (URDF importer warnings) on file descriptor 1."""
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, 'w') as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class SimWorld:
+    """One randomised scene in its own pybullet client (DIRECT mode: no window, no GPU)."""
+
+    def __init__(self, seed, config=SimConfig(), randomize=True):
+        """randomize=False builds only a grass plane: add bodies with add_box / add_thing."""
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.bodies = {}          # uid -> Body
+        self._instances = {}      # category id -> instances so far
+        with _quiet_stdout():
+            self.pb = BulletClient(connection_mode=pybullet.DIRECT)
+            self.pb.setAdditionalSearchPath(pybullet_data.getDataPath())
+            self._textures = [self.pb.loadTexture(name) for name in TEXTURES]
+            if randomize:
+                self._build()
+            else:
+                self.add_box([80, 80, 0.01], [20, 0, GRASS_TOP_Z - 0.01], 0.0,
+                             BY_NAME['grass'].id)
+        sky_a, sky_b = self.rng.uniform(0.45, 1.0, 3), self.rng.uniform(0.6, 1.0, 3)
+        self.sky = (sky_a, sky_b)
+        self.light = dict(lightDirection=list(self.rng.uniform([-1, -1, 1], [1, 1, 3])),
+                          lightAmbientCoeff=float(self.rng.uniform(0.4, 0.8)),
+                          lightDiffuseCoeff=float(self.rng.uniform(0.3, 0.7)),
+                          lightSpecularCoeff=float(self.rng.uniform(0.0, 0.3)),
+                          shadow=int(self.rng.random() < 0.5))
+
+    def close(self):
+        self.pb.disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # Scene construction.
+    def _colour(self, uid, link=-1, base=None, texture=True):
+        rgb = self.rng.uniform(0.05, 0.95, 3) if base is None else \
+            np.clip(np.asarray(base) + self.rng.uniform(-0.12, 0.12, 3), 0, 1)
+        kwargs = {'rgbaColor': [*rgb, 1.0]}
+        if texture and self.rng.random() < 0.3:
+            kwargs['textureUniqueId'] = self._textures[self.rng.integers(len(self._textures))]
+        self.pb.changeVisualShape(uid, link, **kwargs)
+
+    def add_box(self, half_extents, position, yaw, category, footprint=False):
+        """A box body of a stuff category; footprint=True registers it as an obstacle."""
+        shape = self.pb.createVisualShape(pybullet.GEOM_BOX, halfExtents=half_extents)
+        collision = self.pb.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half_extents)
+        uid = self.pb.createMultiBody(0, collision, shape, basePosition=position,
+                                      baseOrientation=_quat_yaw(yaw))
+        polygon = _rectangle(-np.asarray(half_extents[:2]), np.asarray(half_extents[:2]),
+                             position[0], position[1], yaw) if footprint else None
+        self.bodies[uid] = Body(uid, category * LABEL_DIVISOR, polygon)
+        return uid
+
+    def _build(self):
+        cfg, rng = self.config, self.rng
+        grass, road, wall = BY_NAME['grass'].id, BY_NAME['road'].id, BY_NAME['wall'].id
+        uid = self.add_box([80, 80, 0.01], [20, 0, GRASS_TOP_Z - 0.01], 0.0, grass)
+        self._colour(uid, base=rng.choice([(0.25, 0.55, 0.2), (0.45, 0.5, 0.25),
+                                           (0.35, 0.3, 0.2)]), texture=False)
+        for k in range(1 if rng.random() < 0.7 else 2):
+            width = rng.uniform(2.5, 7.0)
+            yaw = rng.uniform(-0.3, 0.3) if k == 0 else rng.uniform(1.2, 1.9)
+            centre = [20 * math.cos(yaw) + rng.uniform(-1, 1), rng.uniform(-2.5, 2.5)] \
+                if k == 0 else [rng.uniform(5, 12), 0.0]
+            uid = self.add_box([60, width / 2, ROAD_THICKNESS / 2],
+                            [centre[0], centre[1], -ROAD_THICKNESS / 2], yaw, road)
+            self._colour(uid, base=rng.choice([(0.3, 0.3, 0.3), (0.45, 0.42, 0.4),
+                                               (0.2, 0.2, 0.22)]), texture=False)
+        for _ in range(rng.integers(cfg.num_walls[0], cfg.num_walls[1] + 1)):
+            length, height = rng.uniform(2, 8), rng.uniform(1, 3)
+            x, y = rng.uniform(6, 20), rng.choice([-1, 1]) * rng.uniform(3, 9)
+            uid = self.add_box([length / 2, 0.1, height / 2], [x, y, height / 2],
+                            rng.uniform(-math.pi, math.pi), wall, footprint=True)
+            self._colour(uid)
+        placed = []
+        if rng.random() < cfg.crowd_probability:
+            self._crowd(placed)
+        for _ in range(rng.integers(cfg.num_objects[0], cfg.num_objects[1] + 1)):
+            cls = THINGS[rng.integers(len(THINGS))]
+            for _attempt in range(10):
+                x, y = rng.uniform(*cfg.area_x), rng.uniform(*cfg.area_y)
+                if self.add_thing(cls, x, y, rng.uniform(-math.pi, math.pi), placed):
+                    break
+
+    def _crowd(self, placed):
+        """3-5 instances of one class side by side: overlapping boxes in the image."""
+        cfg, rng = self.config, self.rng
+        cls = THINGS[rng.integers(len(THINGS))]
+        x, y = rng.uniform(cfg.area_x[0] + 1, 8.0), rng.uniform(-2.0, 2.0)
+        heading = rng.uniform(-math.pi, math.pi)
+        step = np.array([rng.uniform(-0.3, 0.3), 1.0])
+        for _ in range(rng.integers(3, 6)):
+            self.add_thing(cls, x, y, heading + rng.uniform(-0.3, 0.3), placed)
+            x, y = x + step[0] * rng.uniform(0.5, 1.2), y + step[1] * rng.uniform(0.5, 1.2)
+
+    def add_thing(self, cls, x, y, yaw, placed=None, scale=None):
+        """Load a thing (taxonomy.SimClass) standing on the ground at (x, y) with yaw, unless
+        its footprint would meet one in `placed` (list of (centre, radius), extended).
+        Returns True when placed."""
+        pb = self.pb
+        placed = [] if placed is None else placed
+        scale = float(self.rng.uniform(*cls.scale)) if scale is None else scale
+        with _quiet_stdout():
+            uid = pb.loadURDF(cls.urdf, [x, y, 0], globalScaling=scale, useFixedBase=True)
+        boxes = [pb.getAABB(uid, link) for link in range(-1, pb.getNumJoints(uid))]
+        lo = np.min([b[0] for b in boxes], 0) - (x, y, 0)
+        hi = np.max([b[1] for b in boxes], 0) - (x, y, 0)
+        polygon = _rectangle(lo[:2], hi[:2], x, y, yaw)
+        centre, radius = polygon.mean(0), np.linalg.norm(hi[:2] - lo[:2]) / 2
+        if any(np.linalg.norm(centre - c) < radius + r for c, r in placed):
+            pb.removeBody(uid)
+            return False
+        z = -lo[2] if cls.drop_to_ground else 0.0
+        pb.resetBasePositionAndOrientation(uid, [x, y, z], _quat_yaw(yaw))
+        placed.append((centre, radius))
+        if self.rng.random() < 0.5:
+            base = self.rng.uniform(0.05, 0.95, 3)
+            for link in range(-1, pb.getNumJoints(uid)):
+                self._colour(uid, link, base=base)
+        instance = self._instances.get(cls.id, 0) + 1
+        self._instances[cls.id] = instance
+        self.bodies[uid] = Body(uid, cls.id * LABEL_DIVISOR + instance, polygon)
+        return True
+
+    # Cameras and rendering.
+    def random_camera(self):
+        """(T_base_optical, K) drawn from the config's ranges."""
+        cfg, rng = self.config, self.rng
+        K = intrinsics_from_fov(cfg.width, cfg.height, rng.uniform(*cfg.vertical_fov_deg))
+        T = camera_pose_in_base(0.0, 0.0, rng.uniform(*cfg.camera_height),
+                                math.radians(rng.uniform(*cfg.camera_roll_deg)),
+                                math.radians(rng.uniform(*cfg.camera_pitch_deg)), 0.0)
+        return T, K
+
+    def first_hits(self, origin, points):
+        """Panoptic id of the first body met by the ray from origin to each point [n, 3]
+        (0 where none), by pybullet ray tests against the collision shapes."""
+        ids = np.zeros(points.shape[0], np.int64)
+        lookup = {uid: body.panoptic_id for uid, body in self.bodies.items()}
+        for start in range(0, points.shape[0], RAY_BATCH):
+            chunk = points[start:start + RAY_BATCH]
+            hits = self.pb.rayTestBatch([list(origin)] * len(chunk), chunk.tolist())
+            ids[start:start + len(chunk)] = [lookup.get(hit[0], 0) for hit in hits]
+        return ids
+
+    def occupancy(self, T_base_optical, K, grid=GridSpec()):
+        """Ground-truth occupancy grid of a camera view (definition: occupancy_gt.py)."""
+        cfg = self.config
+        points, in_view = cells_in_view(grid, K, T_base_optical, (cfg.height, cfg.width),
+                                        cfg.near)
+        footprints = [(b.panoptic_id, b.footprint) for b in self.bodies.values()
+                      if b.footprint is not None]
+        owner = footprint_owner(points, footprints)
+        # Rays to open ground end just below it (to meet the ground surface); rays to a
+        # footprint end just above it, inside the obstacle standing there.
+        targets = points.copy()
+        targets[:, 2] = np.where(owner != 0, ABOVE_GROUND, BELOW_GROUND)
+        hits = np.zeros(points.shape[0], np.int64)
+        hits[in_view] = self.first_hits(T_base_optical[:3, 3], targets[in_view])
+        return classify_cells(hits, in_view, owner, grid)
+
+    def render(self, T_base_optical, K, grid=GridSpec()):
+        """Render the scene from a camera, with the ground-truth occupancy on `grid`.
+        Returns a Frame."""
+        cfg = self.config
+        width, height = cfg.width, cfg.height
+        eye = T_base_optical[:3, 3]
+        rotation = T_base_optical[:3, :3]
+        view = self.pb.computeViewMatrix(eye, eye + rotation[:, 2], -rotation[:, 1])
+        fov = math.degrees(2 * math.atan((height / 2) / K[1, 1]))
+        projection = self.pb.computeProjectionMatrixFOV(fov, width / height, cfg.near, cfg.far)
+        _, _, rgba, depth_buffer, mask = self.pb.getCameraImage(
+            width, height, view, projection, renderer=pybullet.ER_TINY_RENDERER, **self.light)
+        rgb = np.asarray(rgba, np.uint8).reshape(height, width, 4)[..., :3].copy()
+        mask = np.asarray(mask, np.int64).reshape(height, width)
+        depth_buffer = np.asarray(depth_buffer, np.float64).reshape(height, width)
+        sky = mask < 0
+        depth = cfg.far * cfg.near / (cfg.far - (cfg.far - cfg.near) * depth_buffer)
+        depth[sky] = 0.0
+        # Panoptic ids from body uids; the background is sky.
+        lookup = np.zeros(max(self.bodies) + 2, np.int32)
+        for uid, body in self.bodies.items():
+            lookup[uid + 1] = body.panoptic_id
+        lookup[0] = BY_NAME['sky'].id * LABEL_DIVISOR
+        panoptic = lookup[mask + 1]
+        # Sky: a vertical gradient between two random colours.
+        ramp = np.linspace(0, 1, height)[:, None, None]
+        sky_rgb = ((1 - ramp) * self.sky[0] + ramp * self.sky[1]) * 255
+        rgb[sky] = np.broadcast_to(sky_rgb, rgb.shape)[sky].astype(np.uint8)
+        footprints = [(b.panoptic_id, b.footprint) for b in self.bodies.values()
+                      if b.footprint is not None]
+        return Frame(rgb=rgb, panoptic=panoptic, depth=depth.astype(np.float32), K=K,
+                     T_base_optical=T_base_optical, segments=segments_of(panoptic),
+                     footprints=footprints, occupancy=self.occupancy(T_base_optical, K, grid),
+                     grid=grid)
+
+
+def render_random_frame(seed, config=SimConfig()):
+    """A new random scene seen by a random camera (the dataset's unit of work)."""
+    with SimWorld(seed, config) as world:
+        T, K = world.random_camera()
+        return world.render(T, K)
+
+
+__all__ = ['Body', 'Frame', 'SimConfig', 'SimWorld', 'render_random_frame', 'segments_of']
