@@ -193,14 +193,14 @@ class SimWorld:
             centre = [20 * math.cos(yaw) + rng.uniform(-1, 1), rng.uniform(-2.5, 2.5)] \
                 if k == 0 else [rng.uniform(5, 12), 0.0]
             uid = self.add_box([60, width / 2, ROAD_THICKNESS / 2],
-                            [centre[0], centre[1], -ROAD_THICKNESS / 2], yaw, road)
+                               [centre[0], centre[1], -ROAD_THICKNESS / 2], yaw, road)
             self._colour(uid, base=rng.choice([(0.3, 0.3, 0.3), (0.45, 0.42, 0.4),
                                                (0.2, 0.2, 0.22)]), texture=False)
         for _ in range(rng.integers(cfg.num_walls[0], cfg.num_walls[1] + 1)):
             length, height = rng.uniform(2, 8), rng.uniform(1, 3)
             x, y = rng.uniform(6, 20), rng.choice([-1, 1]) * rng.uniform(3, 9)
             uid = self.add_box([length / 2, 0.1, height / 2], [x, y, height / 2],
-                            rng.uniform(-math.pi, math.pi), wall, footprint=True)
+                               rng.uniform(-math.pi, math.pi), wall, footprint=True)
             self._colour(uid)
         placed = []
         if rng.random() < cfg.crowd_probability:
