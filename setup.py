@@ -15,6 +15,7 @@ setup(
     entry_points={
         'console_scripts': [
             'panoptic-ros-head-demo = panoptic_ros.head_demo:main',
+            'panoptic-ros-sim = panoptic_ros.sim_cli:main',
         ],
     },
 )
