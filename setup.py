@@ -16,6 +16,7 @@ setup(
         'console_scripts': [
             'panoptic-ros-head-demo = panoptic_ros.head_demo:main',
             'panoptic-ros-sim = panoptic_ros.sim_cli:main',
+            'panoptic-ros-eval = panoptic_ros.eval_cli:main',
         ],
     },
 )
