@@ -2,6 +2,7 @@
 
   panoptic-ros-sim export --out DIR --split train --num N --seed S [--width 640 --height 480]
                           [--workers 2] [--no-progress]
+  panoptic-ros-sim preview --seed S --out FILE.png   one frame: RGB | panoptic | occupancy
 
 Layout under DIR (COCO panoptic, plus what a robot-perception dataset needs besides):
   images/<split>/<index>.jpg          RGB (JPEG, quality 95)
@@ -27,7 +28,9 @@ from tqdm import tqdm
 
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.sim.coco import annotation, id_to_rgb
-from panoptic_ros.core.sim.taxonomy import coco_categories
+from panoptic_ros.core.sim.taxonomy import (
+    class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
+from panoptic_ros.core.visualization import colorize_panoptic, occupancy_to_rgb, overlay
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 
@@ -82,6 +85,20 @@ def export(out, split, num, seed, config=SimConfig(), workers=2, progress=True):
     return seconds, num / seconds
 
 
+def preview(seed, out, config=SimConfig()):
+    """Write a picture of one frame: RGB, panoptic overlay, ground-truth occupancy grid."""
+    frame = render_random_frame(seed, config)
+    colored = colorize_panoptic(frame.panoptic, LABEL_DIVISOR, class_colors())
+    grid = occupancy_to_rgb(frame.occupancy, cell_pixels=max(1, config.height // 200))
+    grid = cv2.resize(grid, (config.height * grid.shape[1] // grid.shape[0], config.height),
+                      interpolation=cv2.INTER_NEAREST)
+    picture = np.concatenate([frame.rgb, overlay(frame.rgb, colored, 0.6, frame.panoptic),
+                              grid], 1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return frame
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='panoptic-ros-sim', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
@@ -94,7 +111,16 @@ def main(argv=None):
     ex.add_argument('--height', type=int, default=480)
     ex.add_argument('--workers', type=int, default=2)
     ex.add_argument('--no-progress', action='store_true', help='no progress bar')
+    pv = commands.add_parser('preview', help='picture of one frame with its ground truth')
+    pv.add_argument('--seed', type=int, default=0)
+    pv.add_argument('--out', type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == 'preview':
+        frame = preview(args.seed, args.out)
+        print(f'wrote {args.out}: segments ' +
+              ', '.join(f"{CLASSES[s['category_id'] - 1].name}:{s['id']}"
+                        for s in frame.segments))
+        return
     if args.num < 1 or args.workers < 1:
         parser.error('--num and --workers must be >= 1')
     config = SimConfig(width=args.width, height=args.height)

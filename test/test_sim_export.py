@@ -57,3 +57,10 @@ def test_export_layout_determinism_and_consistency(tmp_path, capsys):
         meta = json.loads((extras / f'{stem}.json').read_text())
         assert meta['camera_info']['width'] == 160 and len(meta['camera_info']['k']) == 9
         assert np.asarray(meta['T_base_optical']).shape == (4, 4)
+
+
+def test_preview_writes_picture(tmp_path, capsys):
+    main(['preview', '--seed', '5', '--out', str(tmp_path / 'p.png')])
+    picture = cv2.imread(str(tmp_path / 'p.png'))
+    assert picture.shape == (480, 2 * 640 + 480, 3)
+    assert 'road:1000' in capsys.readouterr().out

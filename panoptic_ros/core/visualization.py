@@ -45,3 +45,20 @@ def overlay(image_rgb, colored, alpha=0.5, boundaries=None):
         edges[1:, :] |= boundaries[1:, :] != boundaries[:-1, :]
         out[edges] = 255
     return out
+
+
+OCCUPANCY_COLORS = {-1: (128, 128, 128), 0: (255, 255, 255), 50: (150, 200, 150),
+                    100: (0, 0, 0)}
+
+
+def occupancy_to_rgb(grid, cell_pixels=2):
+    """RGB picture of an occupancy grid [ny, nx] (rows = y, cols = x, base frame) drawn as a
+    map seen from above with x forward pointing up and y left pointing left: unknown grey,
+    free white, non-drivable green, occupied black; other values shade from white to black."""
+    grid = np.asarray(grid)
+    values = np.clip(grid.astype(np.float32), 0, 100)
+    rgb = np.repeat((255 - values * 2.55)[..., None], 3, -1).astype(np.uint8)
+    for value, color in OCCUPANCY_COLORS.items():
+        rgb[grid == value] = color
+    picture = rgb.transpose(1, 0, 2)[::-1, ::-1]
+    return np.ascontiguousarray(picture.repeat(cell_pixels, 0).repeat(cell_pixels, 1))
