@@ -3,6 +3,9 @@
   panoptic-ros-sim export --out DIR --split train --num N --seed S [--width 640 --height 480]
                           [--workers 2] [--no-progress]
   panoptic-ros-sim preview --seed S --out FILE.png   one frame: RGB | panoptic | occupancy
+  panoptic-ros-sim sequence --out DIR --frames N [--seed S --fps 10 --speed 1.0]
+                   a robot driving through one scene, rendered once for replay
+                   (layout: panoptic_ros/core/sim/sequence.py)
 
 Layout under DIR (COCO panoptic, plus what a robot-perception dataset needs besides):
   images/<split>/<index>.jpg          RGB (JPEG, quality 95)
@@ -28,6 +31,7 @@ from tqdm import tqdm
 
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.sim.coco import annotation, id_to_rgb
+from panoptic_ros.core.sim.sequence import render_sequence
 from panoptic_ros.core.sim.taxonomy import (
     class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
 from panoptic_ros.core.visualization import colorize_panoptic, occupancy_to_rgb, overlay
@@ -114,7 +118,24 @@ def main(argv=None):
     pv = commands.add_parser('preview', help='picture of one frame with its ground truth')
     pv.add_argument('--seed', type=int, default=0)
     pv.add_argument('--out', type=Path, required=True)
+    sq = commands.add_parser('sequence', help='render a driving sequence for replay')
+    sq.add_argument('--out', type=Path, required=True)
+    sq.add_argument('--frames', type=int, required=True)
+    sq.add_argument('--seed', type=int, default=0)
+    sq.add_argument('--fps', type=float, default=10.0)
+    sq.add_argument('--speed', type=float, default=1.0, help='m/s')
+    sq.add_argument('--width', type=int, default=640)
+    sq.add_argument('--height', type=int, default=480)
     args = parser.parse_args(argv)
+    if args.command == 'sequence':
+        if args.frames < 1 or args.fps <= 0:
+            parser.error('--frames must be >= 1 and --fps > 0')
+        with tqdm(total=args.frames, desc='sequence', unit='frame') as bar:
+            render_sequence(args.out, args.seed, args.frames, args.fps, args.speed,
+                            SimConfig(width=args.width, height=args.height),
+                            progress=lambda done, total: bar.update(1))
+        print(f'wrote {args.frames} frames to {args.out}')
+        return
     if args.command == 'preview':
         frame = preview(args.seed, args.out)
         print(f'wrote {args.out}: segments ' +

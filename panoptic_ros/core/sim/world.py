@@ -69,7 +69,8 @@ class Frame:
     rgb uint8 [H, W, 3]; panoptic int32 [H, W] (category * 1000 + instance, every pixel
     labelled); depth float32 [H, W], metres along the optical axis, 0 for the sky; K [3, 3];
     T_base_optical [4, 4]; segments: list of dicts (id, category_id, is_thing, area,
-    bbox [x, y, w, h]); footprints: list of (panoptic_id, polygon [4, 2]) of the obstacles;
+    bbox [x, y, w, h]); footprints: list of (panoptic_id, polygon [4, 2]) of the obstacles in
+    the world frame; T_world_base: the robot's pose (identity for single frames);
     occupancy: int8 [grid.height, grid.width] ground-truth grid (occupancy_gt.py) and grid:
     its GridSpec.
     """
@@ -83,6 +84,7 @@ class Frame:
     footprints: list = field(default_factory=list)
     occupancy: np.ndarray = None
     grid: GridSpec = None
+    T_world_base: np.ndarray = None
 
 
 def segments_of(panoptic):
@@ -135,6 +137,7 @@ class SimWorld:
         self.rng = np.random.default_rng(seed)
         self.bodies = {}          # uid -> Body
         self._instances = {}      # category id -> instances so far
+        self.road_yaw = 0.0       # heading of the main road (sequences drive along it)
         with _quiet_stdout():
             self.pb = BulletClient(connection_mode=pybullet.DIRECT)
             self.pb.setAdditionalSearchPath(pybullet_data.getDataPath())
@@ -194,6 +197,8 @@ class SimWorld:
                 if k == 0 else [rng.uniform(5, 12), 0.0]
             uid = self.add_box([60, width / 2, ROAD_THICKNESS / 2],
                                [centre[0], centre[1], -ROAD_THICKNESS / 2], yaw, road)
+            if k == 0:
+                self.road_yaw = yaw
             self._colour(uid, base=rng.choice([(0.3, 0.3, 0.3), (0.45, 0.42, 0.4),
                                                (0.2, 0.2, 0.22)]), texture=False)
         for _ in range(rng.integers(cfg.num_walls[0], cfg.num_walls[1] + 1)):
@@ -273,29 +278,35 @@ class SimWorld:
             ids[start:start + len(chunk)] = [lookup.get(hit[0], 0) for hit in hits]
         return ids
 
-    def occupancy(self, T_base_optical, K, grid=GridSpec()):
-        """Ground-truth occupancy grid of a camera view (definition: occupancy_gt.py)."""
+    def occupancy(self, T_base_optical, K, grid=GridSpec(), T_world_base=None):
+        """Ground-truth occupancy grid of a camera view (definition: occupancy_gt.py), in the
+        base frame of a robot at pose T_world_base (default: the world frame)."""
         cfg = self.config
+        T_world_base = np.eye(4) if T_world_base is None else T_world_base
         points, in_view = cells_in_view(grid, K, T_base_optical, (cfg.height, cfg.width),
                                         cfg.near)
+        world = points @ T_world_base[:3, :3].T + T_world_base[:3, 3]
         footprints = [(b.panoptic_id, b.footprint) for b in self.bodies.values()
                       if b.footprint is not None]
-        owner = footprint_owner(points, footprints)
+        owner = footprint_owner(world, footprints)
         # Rays to open ground end just below it (to meet the ground surface); rays to a
         # footprint end just above it, inside the obstacle standing there.
-        targets = points.copy()
-        targets[:, 2] = np.where(owner != 0, ABOVE_GROUND, BELOW_GROUND)
+        world[:, 2] = np.where(owner != 0, ABOVE_GROUND, BELOW_GROUND)
+        eye = (T_world_base @ T_base_optical)[:3, 3]
         hits = np.zeros(points.shape[0], np.int64)
-        hits[in_view] = self.first_hits(T_base_optical[:3, 3], targets[in_view])
+        hits[in_view] = self.first_hits(eye, world[in_view])
         return classify_cells(hits, in_view, owner, grid)
 
-    def render(self, T_base_optical, K, grid=GridSpec()):
-        """Render the scene from a camera, with the ground-truth occupancy on `grid`.
-        Returns a Frame."""
+    def render(self, T_base_optical, K, grid=GridSpec(), T_world_base=None):
+        """Render the scene from a camera mounted at T_base_optical on a robot at pose
+        T_world_base (default: the world frame), with the ground-truth occupancy on `grid` in
+        the robot's base frame. Returns a Frame."""
         cfg = self.config
         width, height = cfg.width, cfg.height
-        eye = T_base_optical[:3, 3]
-        rotation = T_base_optical[:3, :3]
+        T_world_base = np.eye(4) if T_world_base is None else T_world_base
+        T_world_optical = T_world_base @ T_base_optical
+        eye = T_world_optical[:3, 3]
+        rotation = T_world_optical[:3, :3]
         view = self.pb.computeViewMatrix(eye, eye + rotation[:, 2], -rotation[:, 1])
         fov = math.degrees(2 * math.atan((height / 2) / K[1, 1]))
         projection = self.pb.computeProjectionMatrixFOV(fov, width / height, cfg.near, cfg.far)
@@ -321,8 +332,8 @@ class SimWorld:
                       if b.footprint is not None]
         return Frame(rgb=rgb, panoptic=panoptic, depth=depth.astype(np.float32), K=K,
                      T_base_optical=T_base_optical, segments=segments_of(panoptic),
-                     footprints=footprints, occupancy=self.occupancy(T_base_optical, K, grid),
-                     grid=grid)
+                     footprints=footprints, grid=grid, T_world_base=T_world_base,
+                     occupancy=self.occupancy(T_base_optical, K, grid, T_world_base))
 
 
 def render_random_frame(seed, config=SimConfig()):

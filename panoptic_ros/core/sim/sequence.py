@@ -1,0 +1,111 @@
+"""Stage: simulated camera over time. A robot drives through one scene; every frame is
+rendered once to disk with its ground truth and replayed later (demo, benchmarks, sim node).
+
+Layout of a sequence folder:
+  sequence.json          fps, speed, seed, camera_info, T_base_optical, grid, and per frame:
+                         index, stamp (seconds from the start), T_world_base, file names
+  images/<index>.jpg     RGB (JPEG quality 95)
+  panoptic/<index>.png   panoptic ids, COCO RGB encoding
+  occupancy/<index>.png  ground-truth grid in the robot's base frame, uint8 = value + 1
+The robot starts at the world origin and drives straight along the scene's main road at a
+constant speed; the camera is mounted at a fixed pose on it (drawn once per sequence).
+"""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from panoptic_ros.core.camera_model import camera_info_dict
+from panoptic_ros.core.sim.coco import id_to_rgb, rgb_to_id
+from panoptic_ros.core.sim.occupancy_gt import GridSpec
+from panoptic_ros.core.sim.world import SimConfig, SimWorld
+
+
+def robot_pose(t, speed, yaw):
+    """T_world_base at time t (seconds) driving straight at `speed` m/s with heading yaw."""
+    transform = np.eye(4)
+    c, s = math.cos(yaw), math.sin(yaw)
+    transform[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    transform[:3, 3] = (speed * t * c, speed * t * s, 0.0)
+    return transform
+
+
+def render_sequence(out, seed, frames, fps=10.0, speed=1.0, config=SimConfig(),
+                    grid=GridSpec(), progress=None):
+    """Render `frames` frames of one scene to `out`; returns the sequence metadata dict."""
+    out = Path(out)
+    for sub in ('images', 'panoptic', 'occupancy'):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    entries = []
+    with SimWorld(seed, config) as world:
+        T_base_optical, K = world.random_camera()
+        for index in range(frames):
+            stamp = index / fps
+            T_world_base = robot_pose(stamp, speed, world.road_yaw)
+            frame = world.render(T_base_optical, K, grid, T_world_base)
+            name = f'{index:06d}'
+            cv2.imwrite(str(out / 'images' / f'{name}.jpg'),
+                        cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(str(out / 'panoptic' / f'{name}.png'),
+                        cv2.cvtColor(id_to_rgb(frame.panoptic), cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(out / 'occupancy' / f'{name}.png'),
+                        (frame.occupancy.astype(np.int16) + 1).astype(np.uint8))
+            entries.append({'index': index, 'stamp': stamp,
+                            'T_world_base': T_world_base.tolist(),
+                            'image': f'images/{name}.jpg', 'panoptic': f'panoptic/{name}.png',
+                            'occupancy': f'occupancy/{name}.png',
+                            'segments': frame.segments})
+            if progress is not None:
+                progress(index + 1, frames)
+    meta = {'seed': seed, 'fps': fps, 'speed': speed,
+            'camera_info': camera_info_dict(K, config.width, config.height),
+            'T_base_optical': T_base_optical.tolist(), 'grid': dataclasses.asdict(grid),
+            'frames': entries}
+    (out / 'sequence.json').write_text(json.dumps(meta))
+    return meta
+
+
+class Sequence:
+    """A rendered sequence read back from disk; frames load lazily.
+
+    seq[i] -> dict(rgb uint8 [H, W, 3], panoptic int64 [H, W], occupancy int16 [ny, nx],
+    stamp float seconds, T_world_base [4, 4], segments list).
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        path = self.root / 'sequence.json'
+        if not path.is_file():
+            raise FileNotFoundError(f'{path} not found: not a rendered sequence folder')
+        self.meta = json.loads(path.read_text())
+        self.camera_info = self.meta['camera_info']
+        self.T_base_optical = np.asarray(self.meta['T_base_optical'])
+        self.grid = GridSpec(**self.meta['grid'])
+        self.fps = self.meta['fps']
+
+    def __len__(self):
+        return len(self.meta['frames'])
+
+    def _read(self, name, flags=cv2.IMREAD_COLOR):
+        image = cv2.imread(str(self.root / name), flags)
+        if image is None:
+            raise FileNotFoundError(f'cannot read {self.root / name}')
+        return image
+
+    def image(self, index):
+        """RGB of frame `index` only (what a camera driver would send)."""
+        return self._read(self.meta['frames'][index]['image'])[..., ::-1]
+
+    def __getitem__(self, index):
+        entry = self.meta['frames'][index]
+        return {'rgb': self.image(index),
+                'panoptic': rgb_to_id(self._read(entry['panoptic'])[..., ::-1]),
+                'occupancy': self._read(entry['occupancy'],
+                                        cv2.IMREAD_UNCHANGED).astype(np.int16) - 1,
+                'stamp': entry['stamp'], 'T_world_base': np.asarray(entry['T_world_base']),
+                'segments': entry['segments']}
