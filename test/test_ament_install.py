@@ -45,6 +45,8 @@ def test_cmake_install_merges_messages_and_sources(tmp_path):
     share = install / 'share' / 'panoptic_ros'
     assert (share / 'config' / 'fastdds_localhost.xml').is_file()
     assert (share / 'package.xml').is_file()
+    node = install / 'lib' / 'panoptic_ros' / 'sim_camera_node'
+    assert node.is_file() and os.access(node, os.X_OK)
     site = next(install.glob('lib/python3*/site-packages'))
     assert (site / 'panoptic_ros' / 'ros' / 'image_codec.py').is_file()
     code = ('import panoptic_ros, panoptic_ros.ros.image_codec\n'

@@ -1,0 +1,138 @@
+"""sim_camera_node: a camera driver for the simulated world.
+
+Publishes, at `rate` Hz, what a camera driver publishes, plus the ground truth for
+evaluation on separate topics:
+  image                    sensor_msgs/Image (rgb8), sensor-data QoS (best effort, depth 1)
+  camera_info              sensor_msgs/CameraInfo, same QoS
+  ground_truth/panoptic    panoptic_ros/PanopticSegmentation, reliable
+  ground_truth/occupancy   nav_msgs/OccupancyGrid in `base_frame_id`, reliable
+Every message of one frame carries the same header stamp (the publishing time, as a driver
+stamps at capture); images and labels carry `frame_id`.
+Source: `sequence` = a folder from `panoptic-ros-sim sequence` (replayed from disk, far
+faster than rendering), or empty to render random scenes live (`seed`, `width`, `height`).
+At the end of a sequence: `loop` true starts over, false shuts the node down.
+"""
+
+import sys
+
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import ParameterDescriptor
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+
+from panoptic_ros.core.camera_model import camera_info_dict
+from panoptic_ros.core.sim.occupancy_gt import GridSpec
+from panoptic_ros.core.sim.sequence import Sequence
+from panoptic_ros.core.sim.taxonomy import LABEL_DIVISOR
+from panoptic_ros.core.sim.world import render_random_frame, SimConfig
+from panoptic_ros.msg import PanopticSegmentation
+from panoptic_ros.ros.image_codec import numpy_to_image
+from panoptic_ros.ros.messages import camera_info_msg, occupancy_msg, panoptic_msg
+
+PARAMETERS = {
+    'sequence': ('', 'folder of a rendered sequence; empty renders random scenes live'),
+    'rate': (10.0, 'publishing rate in Hz (> 0)'),
+    'loop': (True, 'restart the sequence at its end (false: shut down after the last frame)'),
+    'frame_id': ('camera_optical', 'frame_id of images and labels (camera optical frame)'),
+    'base_frame_id': ('base_link', 'frame of the ground-truth occupancy grid'),
+    'publish_ground_truth': (True, 'also publish ground_truth/panoptic and /occupancy'),
+    'seed': (0, 'live rendering: seed of the first scene (one new scene per frame)'),
+    'width': (640, 'live rendering: image width in pixels'),
+    'height': (480, 'live rendering: image height in pixels'),
+}
+
+
+class SimCameraNode(Node):
+    def __init__(self):
+        super().__init__('sim_camera')
+        values = {}
+        for name, (default, description) in PARAMETERS.items():
+            values[name] = self.declare_parameter(
+                name, default, ParameterDescriptor(description=description)).value
+        if values['rate'] <= 0:
+            raise ParameterException(f"rate must be > 0, got {values['rate']}", ['rate'])
+        self.p = values
+        self.sequence = Sequence(values['sequence']) if values['sequence'] else None
+        self.index = 0
+        self.published = 0
+        self.finished = False
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, 'camera_info',
+                                              qos_profile_sensor_data)
+        self.panoptic_pub = self.create_publisher(PanopticSegmentation,
+                                                  'ground_truth/panoptic', reliable)
+        self.grid_pub = self.create_publisher(OccupancyGrid, 'ground_truth/occupancy', reliable)
+        self.timer = self.create_timer(1.0 / values['rate'], self.tick)
+        source = values['sequence'] or f"live rendering from seed {values['seed']}"
+        self.get_logger().info(f"publishing {source} at {values['rate']} Hz")
+
+    def next_frame(self):
+        """(rgb, panoptic, segments, occupancy, grid spec, camera_info dict) or None at end."""
+        if self.sequence is None:
+            config = SimConfig(width=self.p['width'], height=self.p['height'])
+            frame = render_random_frame(self.p['seed'] + self.index, config)
+            self.index += 1
+            return (frame.rgb, frame.panoptic, frame.segments, frame.occupancy, frame.grid,
+                    camera_info_dict(frame.K, config.width, config.height))
+        if self.index >= len(self.sequence):
+            if not self.p['loop']:
+                return None
+            self.index = 0
+        frame = self.sequence[self.index]
+        self.index += 1
+        return (frame['rgb'], frame['panoptic'], frame['segments'], frame['occupancy'],
+                self.sequence.grid, self.sequence.camera_info)
+
+    def tick(self):
+        frame = self.next_frame()
+        if frame is None:
+            self.get_logger().info(f'sequence finished after {self.published} frames')
+            self.timer.cancel()
+            self.finished = True
+            return
+        rgb, panoptic, segments, occupancy, grid, info = frame
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.p['frame_id'])
+        try:
+            self.image_pub.publish(numpy_to_image(rgb, 'rgb8', header))
+            self.info_pub.publish(camera_info_msg(info, header))
+            if self.p['publish_ground_truth']:
+                self.panoptic_pub.publish(panoptic_msg(header, panoptic, segments,
+                                                       LABEL_DIVISOR))
+                grid_header = Header(stamp=header.stamp, frame_id=self.p['base_frame_id'])
+                spec = grid if isinstance(grid, GridSpec) else GridSpec(**grid)
+                self.grid_pub.publish(occupancy_msg(grid_header, occupancy, spec.resolution,
+                                                    spec.origin_x, spec.origin_y))
+        except RCLError as error:  # e.g. 'cannot publish data' under load
+            self.get_logger().warning(f'publish failed: {error}', throttle_duration_sec=5.0)
+            return
+        self.published += 1
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimCameraNode()
+        while rclpy.ok() and not node.finished:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except (ParameterException, FileNotFoundError) as error:
+        print(f'sim_camera_node: {error}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
