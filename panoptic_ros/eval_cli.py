@@ -19,6 +19,7 @@ import numpy as np
 
 from panoptic_ros.core.metrics import box_ap, occupancy_scores, PanopticEvaluator
 from panoptic_ros.core.sim.coco import rgb_to_id
+from panoptic_ros.core.sim.occupancy_gt import grid_from_png
 
 
 def load_split(root, split):
@@ -37,7 +38,7 @@ def read_ids(root, split, file_name):
 def read_grid(root, split, stem):
     path = Path(root) / 'extras' / split / f'{stem}_occupancy.png'
     grid = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if grid is None else grid.astype(np.int16) - 1
+    return None if grid is None else grid_from_png(grid)
 
 
 def evaluate(gt_root, pred_root, split='val', detections=None):

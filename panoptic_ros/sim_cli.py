@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.sim.coco import annotation, id_to_rgb
+from panoptic_ros.core.sim.occupancy_gt import grid_to_png
 from panoptic_ros.core.sim.sequence import render_sequence
 from panoptic_ros.core.sim.taxonomy import (
     class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
@@ -55,8 +56,7 @@ def _export_one(job):
     extras = out / 'extras' / split
     depth_mm = np.clip(np.rint(frame.depth * 1000), 0, 65535).astype(np.uint16)
     cv2.imwrite(str(extras / f'{name}_depth.png'), depth_mm)
-    cv2.imwrite(str(extras / f'{name}_occupancy.png'),
-                (frame.occupancy.astype(np.int16) + 1).astype(np.uint8))
+    cv2.imwrite(str(extras / f'{name}_occupancy.png'), grid_to_png(frame.occupancy))
     (extras / f'{name}.json').write_text(json.dumps({
         'camera_info': camera_info_dict(frame.K, config.width, config.height),
         'T_base_optical': frame.T_base_optical.tolist(),

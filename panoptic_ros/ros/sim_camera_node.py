@@ -26,7 +26,6 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from panoptic_ros.core.camera_model import camera_info_dict
-from panoptic_ros.core.sim.occupancy_gt import GridSpec
 from panoptic_ros.core.sim.sequence import Sequence
 from panoptic_ros.core.sim.taxonomy import LABEL_DIVISOR
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
@@ -105,9 +104,8 @@ class SimCameraNode(Node):
                 self.panoptic_pub.publish(panoptic_msg(header, panoptic, segments,
                                                        LABEL_DIVISOR))
                 grid_header = Header(stamp=header.stamp, frame_id=self.p['base_frame_id'])
-                spec = grid if isinstance(grid, GridSpec) else GridSpec(**grid)
-                self.grid_pub.publish(occupancy_msg(grid_header, occupancy, spec.resolution,
-                                                    spec.origin_x, spec.origin_y))
+                self.grid_pub.publish(occupancy_msg(grid_header, occupancy, grid.resolution,
+                                                    grid.origin_x, grid.origin_y))
         except RCLError as error:  # e.g. 'cannot publish data' under load
             self.get_logger().warning(f'publish failed: {error}', throttle_duration_sec=5.0)
             return

@@ -51,6 +51,16 @@ class GridSpec:
         return np.meshgrid(x, y)
 
 
+def grid_to_png(grid):
+    """Occupancy values (-1..100) as uint8 for a PNG file: value + 1 (0 = unknown)."""
+    return (np.asarray(grid, np.int16) + 1).astype(np.uint8)
+
+
+def grid_from_png(image):
+    """Inverse of grid_to_png: int16 occupancy values."""
+    return np.asarray(image).astype(np.int16) - 1
+
+
 def inside_convex_polygon(x, y, polygon):
     """Boolean mask of points (x, y) inside (or on) a convex polygon [k, 2] (any winding)."""
     sides = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.sim.coco import id_to_rgb, rgb_to_id
-from panoptic_ros.core.sim.occupancy_gt import GridSpec
+from panoptic_ros.core.sim.occupancy_gt import grid_from_png, grid_to_png, GridSpec
 from panoptic_ros.core.sim.world import SimConfig, SimWorld
 
 
@@ -53,8 +53,7 @@ def render_sequence(out, seed, frames, fps=10.0, speed=1.0, config=SimConfig(),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(str(out / 'panoptic' / f'{name}.png'),
                         cv2.cvtColor(id_to_rgb(frame.panoptic), cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(out / 'occupancy' / f'{name}.png'),
-                        (frame.occupancy.astype(np.int16) + 1).astype(np.uint8))
+            cv2.imwrite(str(out / 'occupancy' / f'{name}.png'), grid_to_png(frame.occupancy))
             entries.append({'index': index, 'stamp': stamp,
                             'T_world_base': T_world_base.tolist(),
                             'image': f'images/{name}.jpg', 'panoptic': f'panoptic/{name}.png',
@@ -105,7 +104,7 @@ class Sequence:
         entry = self.meta['frames'][index]
         return {'rgb': self.image(index),
                 'panoptic': rgb_to_id(self._read(entry['panoptic'])[..., ::-1]),
-                'occupancy': self._read(entry['occupancy'],
-                                        cv2.IMREAD_UNCHANGED).astype(np.int16) - 1,
+                'occupancy': grid_from_png(self._read(entry['occupancy'],
+                                                      cv2.IMREAD_UNCHANGED)),
                 'stamp': entry['stamp'], 'T_world_base': np.asarray(entry['T_world_base']),
                 'segments': entry['segments']}
