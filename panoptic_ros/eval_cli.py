@@ -14,12 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from panoptic_ros.core.metrics import box_ap, occupancy_scores, PanopticEvaluator
-from panoptic_ros.core.sim.coco import rgb_to_id
-from panoptic_ros.core.sim.occupancy_gt import grid_from_png
+from panoptic_ros.core.sim.coco import read_panoptic_png
+from panoptic_ros.core.sim.occupancy_gt import read_grid_png
 
 
 def load_split(root, split):
@@ -29,16 +28,12 @@ def load_split(root, split):
 
 
 def read_ids(root, split, file_name):
-    bgr = cv2.imread(str(Path(root) / 'panoptic' / split / file_name))
-    if bgr is None:
-        raise FileNotFoundError(f'cannot read {Path(root) / "panoptic" / split / file_name}')
-    return rgb_to_id(bgr[..., ::-1])
+    return read_panoptic_png(Path(root) / 'panoptic' / split / file_name)
 
 
 def read_grid(root, split, stem):
     path = Path(root) / 'extras' / split / f'{stem}_occupancy.png'
-    grid = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if grid is None else grid_from_png(grid)
+    return read_grid_png(path) if path.is_file() else None
 
 
 def evaluate(gt_root, pred_root, split='val', detections=None):

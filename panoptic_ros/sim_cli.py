@@ -30,8 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from panoptic_ros.core.camera_model import camera_info_dict
-from panoptic_ros.core.sim.coco import annotation, id_to_rgb
-from panoptic_ros.core.sim.occupancy_gt import grid_to_png
+from panoptic_ros.core.sim.coco import annotation, write_image_jpeg, write_panoptic_png
+from panoptic_ros.core.sim.occupancy_gt import write_grid_png
 from panoptic_ros.core.sim.sequence import render_sequence
 from panoptic_ros.core.sim.taxonomy import (
     class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
@@ -49,14 +49,12 @@ def _export_one(job):
     out, split, index, seed, config = job
     frame = render_random_frame(frame_seed(seed, index), config)
     name = f'{index:06d}'
-    cv2.imwrite(str(out / 'images' / split / f'{name}.jpg'),
-                cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    cv2.imwrite(str(out / 'panoptic' / split / f'{name}.png'),
-                cv2.cvtColor(id_to_rgb(frame.panoptic), cv2.COLOR_RGB2BGR))
+    write_image_jpeg(out / 'images' / split / f'{name}.jpg', frame.rgb)
+    write_panoptic_png(out / 'panoptic' / split / f'{name}.png', frame.panoptic)
     extras = out / 'extras' / split
     depth_mm = np.clip(np.rint(frame.depth * 1000), 0, 65535).astype(np.uint16)
     cv2.imwrite(str(extras / f'{name}_depth.png'), depth_mm)
-    cv2.imwrite(str(extras / f'{name}_occupancy.png'), grid_to_png(frame.occupancy))
+    write_grid_png(extras / f'{name}_occupancy.png', frame.occupancy)
     (extras / f'{name}.json').write_text(json.dumps({
         'camera_info': camera_info_dict(frame.K, config.width, config.height),
         'T_base_optical': frame.T_base_optical.tolist(),

@@ -245,8 +245,10 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
 
     best_stuff_value, best_stuff = sem_hwc.index_select(-1, stuff_channels).max(-1)  # [h, w]
     sem_class = sem_hwc.argmax(-1)                                                # [h, w]
+    # The CPU forms read counts and box windows on the host: never when capturable.
+    host_reads = not capturable and sem_hwc.device.type == 'cpu'
 
-    if config.policy == 'paste' and (capturable or sem_hwc.device.type != 'cpu'):
+    if config.policy == 'paste' and not host_reads:
         own_mask = inside_y[:, None, :] & inside_x[None, :, :] & \
             (sem_class[..., None] == classes)                                     # [h, w, N]
         det_slot, is_det = _paste(own_mask, scores, valid, config.paste_overlap)
@@ -254,7 +256,7 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
         det_slot, is_det = _paste_in_windows(sem_class, boxes, scores, classes, valid,
                                              config.paste_overlap, x, y)
     else:
-        if config.policy == 'closest_center' and (capturable or sem_hwc.device.type != 'cpu'):
+        if config.policy == 'closest_center' and not host_reads:
             best_det, det_slot = _closest_center(sem_hwc, center_offsets, boxes, classes,
                                                  inside_x, inside_y, x, y)
         elif config.policy == 'closest_center':

@@ -23,6 +23,7 @@ surface. Values are int8.
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from panoptic_ros.core.camera_model import project
@@ -51,14 +52,17 @@ class GridSpec:
         return np.meshgrid(x, y)
 
 
-def grid_to_png(grid):
-    """Occupancy values (-1..100) as uint8 for a PNG file: value + 1 (0 = unknown)."""
-    return (np.asarray(grid, np.int16) + 1).astype(np.uint8)
+def write_grid_png(path, grid):
+    """Write occupancy values (-1..100) as a uint8 PNG of value + 1 (0 = unknown)."""
+    cv2.imwrite(str(path), (np.asarray(grid, np.int16) + 1).astype(np.uint8))
 
 
-def grid_from_png(image):
-    """Inverse of grid_to_png: int16 occupancy values."""
-    return np.asarray(image).astype(np.int16) - 1
+def read_grid_png(path):
+    """Occupancy values int16 [ny, nx] of a PNG written by write_grid_png."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(f'cannot read occupancy PNG {path}')
+    return image.astype(np.int16) - 1
 
 
 def inside_convex_polygon(x, y, polygon):

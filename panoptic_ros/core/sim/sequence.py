@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from panoptic_ros.core.camera_model import camera_info_dict
-from panoptic_ros.core.sim.coco import id_to_rgb, rgb_to_id
-from panoptic_ros.core.sim.occupancy_gt import grid_from_png, grid_to_png, GridSpec
+from panoptic_ros.core.sim.coco import read_panoptic_png, write_image_jpeg, write_panoptic_png
+from panoptic_ros.core.sim.occupancy_gt import GridSpec, read_grid_png, write_grid_png
 from panoptic_ros.core.sim.world import SimConfig, SimWorld
 
 
@@ -48,12 +48,9 @@ def render_sequence(out, seed, frames, fps=10.0, speed=1.0, config=SimConfig(),
             T_world_base = robot_pose(stamp, speed, world.road_yaw)
             frame = world.render(T_base_optical, K, grid, T_world_base)
             name = f'{index:06d}'
-            cv2.imwrite(str(out / 'images' / f'{name}.jpg'),
-                        cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(str(out / 'panoptic' / f'{name}.png'),
-                        cv2.cvtColor(id_to_rgb(frame.panoptic), cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(out / 'occupancy' / f'{name}.png'), grid_to_png(frame.occupancy))
+            write_image_jpeg(out / 'images' / f'{name}.jpg', frame.rgb)
+            write_panoptic_png(out / 'panoptic' / f'{name}.png', frame.panoptic)
+            write_grid_png(out / 'occupancy' / f'{name}.png', frame.occupancy)
             entries.append({'index': index, 'stamp': stamp,
                             'T_world_base': T_world_base.tolist(),
                             'image': f'images/{name}.jpg', 'panoptic': f'panoptic/{name}.png',
@@ -90,21 +87,18 @@ class Sequence:
     def __len__(self):
         return len(self.meta['frames'])
 
-    def _read(self, name, flags=cv2.IMREAD_COLOR):
-        image = cv2.imread(str(self.root / name), flags)
-        if image is None:
-            raise FileNotFoundError(f'cannot read {self.root / name}')
-        return image
-
     def image(self, index):
         """RGB of frame `index` only (what a camera driver would send)."""
-        return self._read(self.meta['frames'][index]['image'])[..., ::-1]
+        path = self.root / self.meta['frames'][index]['image']
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise FileNotFoundError(f'cannot read {path}')
+        return bgr[..., ::-1]
 
     def __getitem__(self, index):
         entry = self.meta['frames'][index]
         return {'rgb': self.image(index),
-                'panoptic': rgb_to_id(self._read(entry['panoptic'])[..., ::-1]),
-                'occupancy': grid_from_png(self._read(entry['occupancy'],
-                                                      cv2.IMREAD_UNCHANGED)),
+                'panoptic': read_panoptic_png(self.root / entry['panoptic']),
+                'occupancy': read_grid_png(self.root / entry['occupancy']),
                 'stamp': entry['stamp'], 'T_world_base': np.asarray(entry['T_world_base']),
                 'segments': entry['segments']}
