@@ -17,6 +17,7 @@ setup(
             'panoptic-ros-head-demo = panoptic_ros.head_demo:main',
             'panoptic-ros-sim = panoptic_ros.sim_cli:main',
             'panoptic-ros-eval = panoptic_ros.eval_cli:main',
+            'panoptic-ros-train = panoptic_ros.train_cli:main',
             'sim_camera_node = panoptic_ros.ros.sim_camera_node:main',
         ],
     },

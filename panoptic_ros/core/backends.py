@@ -1,0 +1,197 @@
+"""Backend step: run the network on a preprocessed batch, one small interface for every runtime.
+
+    backend(x [1, 3, H, W] on backend.device, dtype backend.input_dtype)
+        -> {'sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression'}  (model.py)
+
+Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `anchors` [A, 4].
+
+- `TorchBackend`: PyTorch eager on CPU or CUDA, fp32 or fp16 (CUDA), frozen BatchNorm folded
+  into the convolutions; optionally `torch.compile` (on CUDA with CUDA graphs:
+  mode 'max-autotune' / 'reduce-overhead').
+- `OnnxRuntimeBackend`: the exported ONNX (static shapes, opset 17) run by onnxruntime.
+- `TensorRTBackend` (panoptic_ros.core.tensorrt_backend): an FP16 engine built from the same
+  ONNX, cached on disk; written against TensorRT 10, **never executed in this workplace**.
+
+`make_backend` picks one by name and falls back with a logged warning (TensorRT absent ->
+PyTorch; CUDA absent -> CPU unless strict).
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+OUTPUT_NAMES = ('sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression')
+ONNX_OPSET = 17      # accepted by TensorRT 8.6-10.x and onnxruntime >= 1.14
+BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'tensorrt')
+log = logging.getLogger('panoptic_ros.backends')
+
+
+class BackendUnavailable(RuntimeError):
+    """The runtime a backend needs is not installed or not usable on this machine."""
+
+
+def _fold(conv, bn):
+    """Fold a FrozenBatchNorm2d into the preceding Conv2d (in place)."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+    bias = conv.bias.data if conv.bias is not None else torch.zeros_like(bn.bias)
+    conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+
+
+def fold_frozen_batchnorm(model):
+    """Fold every Conv2d -> FrozenBatchNorm2d pair (Sequential neighbours, or ResNet's
+    conv{k}/bn{k} attributes) into the convolution; returns the number folded."""
+    folded = 0
+    for module in list(model.modules()):
+        if isinstance(module, nn.Sequential):
+            children = list(module._modules.items())
+            for (_, a), (name_b, b) in zip(children, children[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, FrozenBatchNorm2d):
+                    _fold(a, b)
+                    module._modules[name_b] = nn.Identity()
+                    folded += 1
+        for k in range(1, 4):
+            conv, bn = getattr(module, f'conv{k}', None), getattr(module, f'bn{k}', None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d):
+                _fold(conv, bn)
+                setattr(module, f'bn{k}', nn.Identity())
+                folded += 1
+    return folded
+
+
+class TorchBackend:
+    """PyTorch eager or compiled. `compile`: None, 'default', 'reduce-overhead' (CUDA graphs)
+    or 'max-autotune' (CUDA graphs + autotuned kernels)."""
+
+    def __init__(self, model, device='cpu', half=False, compile=None):
+        self.device = torch.device(device)
+        if half and self.device.type != 'cuda':
+            raise ValueError('fp16 is supported on CUDA only')
+        self.model_config = model.config
+        self.anchors = model.anchors()
+        model = model.eval()
+        fold_frozen_batchnorm(model)
+        self.input_dtype = torch.float16 if half else torch.float32
+        self.model = model.to(self.device, self.input_dtype)
+        self.name = 'torch' + ('_compile' if compile else '') + ('_fp16' if half else '')
+        self._run = self.model
+        if compile:
+            self._run = torch.compile(self.model, mode=None if compile == 'default' else compile,
+                                      fullgraph=True, dynamic=False)
+
+    @torch.inference_mode()
+    def __call__(self, x):
+        out = self._run(x)
+        # CUDA graphs reuse their output buffers: clone before the next replay overwrites them
+        return {k: out[k].clone() if self.device.type == 'cuda' else out[k]
+                for k in OUTPUT_NAMES}
+
+
+def export_onnx(model, path, opset=ONNX_OPSET):
+    """Export `model` (eval, fp32, BatchNorm folded) with a static [1, 3, H, W] input."""
+    import copy
+    model = copy.deepcopy(model).eval().cpu().float()
+    fold_frozen_batchnorm(model)
+    width, height = model.config.input_size
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter (no onnxscript dependency) warns that it is the legacy one
+        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path),
+                          input_names=['image'], output_names=list(OUTPUT_NAMES),
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    return path
+
+
+class OnnxRuntimeBackend:
+    """onnxruntime InferenceSession on the exported ONNX (CPU provider unless given)."""
+
+    def __init__(self, onnx_path, model_config, anchors, providers=None, threads=None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable('onnxruntime is not installed') from exc
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=providers or ['CPUExecutionProvider'])
+        self.device = torch.device('cpu')
+        self.input_dtype = torch.float32
+        self.model_config = model_config
+        self.anchors = anchors
+        self.name = 'onnxruntime'
+
+    def __call__(self, x):
+        outputs = self.session.run(list(OUTPUT_NAMES), {'image': x.cpu().numpy()})
+        return {k: torch.from_numpy(v) for k, v in zip(OUTPUT_NAMES, outputs)}
+
+
+def resolve_device(device, strict=False):
+    """'cuda' without CUDA -> 'cpu' with a warning (or BackendUnavailable when strict)."""
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        if strict:
+            raise BackendUnavailable('device cuda requested but CUDA is not available '
+                                     '(strict_device is set)')
+        log.warning('device cuda requested but CUDA is not available: running on the CPU')
+        return torch.device('cpu')
+    return device
+
+
+def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_device=False,
+                 threads=None):
+    """Build backend `name` (one of BACKENDS) for `model` (SingleShotPanoptic, fp32, CPU).
+
+    onnxruntime and tensorrt export the ONNX into `cache_dir` first (reused while the model
+    and input size are unchanged). Unavailable TensorRT falls back to PyTorch with a warning.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f'backend {name!r} is not one of {BACKENDS}')
+    device = resolve_device(device, strict_device)
+    half = half and device.type == 'cuda'
+    if name == 'tensorrt':
+        from panoptic_ros.core import tensorrt_backend
+        try:
+            return tensorrt_backend.TensorRTBackend.from_model(model, cache_dir or '.cache',
+                                                              device=device)
+        except BackendUnavailable as exc:
+            log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
+                        exc, 'torch_compile' if device.type == 'cuda' else 'eager')
+            name = 'torch_compile' if device.type == 'cuda' else 'torch'
+    if name == 'onnxruntime':
+        onnx_path = cached_onnx(model, cache_dir or '.cache')
+        return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads)
+    if name == 'torch_compile':
+        mode = 'max-autotune' if device.type == 'cuda' else 'default'
+        return TorchBackend(model, device, half, compile=mode)
+    return TorchBackend(model, device, half)
+
+
+def model_digest(model):
+    """Short hash of the config and weights (names cached exports)."""
+    import hashlib
+    import json
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_onnx(model, cache_dir):
+    """Export the ONNX once per model digest into cache_dir; returns its path."""
+    width, height = model.config.input_size
+    path = Path(cache_dir) / f'model-{model_digest(model)}-{width}x{height}.onnx'
+    if not path.is_file():
+        tmp = path.with_suffix('.tmp.onnx')
+        export_onnx(model, tmp)
+        tmp.replace(path)
+    return path

