@@ -45,7 +45,8 @@ DEFAULTS = {
               'betas': [0.9, 0.99], 'lr_decay_epochs': [0.5, 0.71], 'warmup_iters': 100,
               'amp': True, 'workers': 1, 'threads': 0, 'seed': 0,
               'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1},
-              'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu'},
+              'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu',
+              'freeze_stem': True},
     'out': 'runs/train',
     'export_to': None,
 }
@@ -88,6 +89,19 @@ def model_config_from(config, categories):
     values['classes'] = [c['name'] for c in categories]
     values['is_thing'] = [bool(c['isthing']) for c in categories]
     return ModelConfig(**values)
+
+
+def freeze_stem(model):
+    """Stop training the encoder up to stride 4 (ImageNet low-level filters; as torchvision's
+    detection models do with trainable_layers=3). Returns the number of frozen tensors."""
+    body = model.backbone.body
+    names = ('conv1', 'layer1') if model.config.encoder == 'resnet50' else ('0', '1', '2', '3')
+    frozen = 0
+    for name in names:
+        for p in getattr(body, name).parameters():
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 def lr_factor(step, total, warmup, decay_fractions):
@@ -186,6 +200,8 @@ def train(config, resume=False, command=''):
     if resume:
         model, _ = load_checkpoint(out / 'last.safetensors', model_config)
         model.train()
+    if t['freeze_stem']:
+        freeze_stem(model)
     model.to(device)
     criterion = PanopticLoss(model, LossWeights(**t['loss_weights'])).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
