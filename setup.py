@@ -19,6 +19,7 @@ setup(
             'panoptic-ros-eval = panoptic_ros.eval_cli:main',
             'panoptic-ros-train = panoptic_ros.train_cli:main',
             'sim_camera_node = panoptic_ros.ros.sim_camera_node:main',
+            'panoptic_node = panoptic_ros.ros.panoptic_node:main',
         ],
     },
 )

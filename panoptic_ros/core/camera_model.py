@@ -46,6 +46,13 @@ def camera_pose_in_base(x, y, height, roll, pitch, yaw):
     return transform
 
 
+def rpy_from_base_optical(T_base_optical):
+    """(roll, pitch, yaw) of camera_pose_in_base for a 4x4 T_base_optical (inverse of it)."""
+    R = np.asarray(T_base_optical)[:3, :3] @ R_BODY_FROM_OPTICAL.T
+    pitch = math.asin(max(-1.0, min(1.0, -R[2, 0])))
+    return math.atan2(R[2, 1], R[2, 2]), pitch, math.atan2(R[1, 0], R[0, 0])
+
+
 def project(points_base, T_base_optical, K):
     """Project points [n, 3] in the base frame. Returns (uv [n, 2] pixels, z [n] depth along
     the optical axis in metres; z <= 0 is behind the camera)."""

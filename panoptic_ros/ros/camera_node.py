@@ -1,0 +1,163 @@
+"""camera_node: a camera driver for users without one, on OpenCV.
+
+Source (parameter `source`): a device index ('0'), a video file, or a folder of images
+(sorted by name). Publishes `image` (rgb8, sensor-data QoS) and `camera_info` (from the
+calibration YAML of camera_calibration / camera_info_manager: image_width, image_height,
+camera_matrix, distortion_model, distortion_coefficients, rectification_matrix,
+projection_matrix; without one, a pinhole guess from `fallback_fov_deg` is published and a
+warning logged). Stamps are the capture time; frame_id is `frame_id`.
+"""
+
+from pathlib import Path
+import sys
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+import yaml
+
+from panoptic_ros.core.camera_model import camera_info_dict, intrinsics_from_fov
+from panoptic_ros.ros.image_codec import numpy_to_image
+from panoptic_ros.ros.messages import camera_info_msg
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
+PARAMETERS = {
+    'source': ('0', 'device index, video file or image folder'),
+    'rate': (30.0, 'publishing rate in Hz for folders and files (> 0); devices run free'),
+    'loop': (True, 'restart a file or folder at its end'),
+    'frame_id': ('camera_optical', 'frame_id of the images (camera optical frame)'),
+    'calibration_file': ('', 'camera_calibration YAML; empty = pinhole guess'),
+    'fallback_fov_deg': (60.0, 'vertical field of view of the pinhole guess'),
+}
+
+
+def load_calibration(path):
+    """camera_info dict from a camera_calibration YAML; ValueError names the problem."""
+    data = yaml.safe_load(Path(path).read_text())
+    try:
+        info = {'width': int(data['image_width']), 'height': int(data['image_height']),
+                'distortion_model': data.get('distortion_model', 'plumb_bob'),
+                'd': [float(v) for v in data['distortion_coefficients']['data']],
+                'k': [float(v) for v in data['camera_matrix']['data']]}
+        info['r'] = [float(v) for v in data.get('rectification_matrix', {}).get(
+            'data', [1, 0, 0, 0, 1, 0, 0, 0, 1])]
+        k = np.asarray(info['k']).reshape(3, 3)
+        p = np.zeros((3, 4))
+        p[:3, :3] = k
+        info['p'] = [float(v) for v in data.get('projection_matrix', {}).get(
+            'data', p.ravel().tolist())]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f'calibration file {path}: missing or bad field {exc}') from exc
+    if len(info['k']) != 9:
+        raise ValueError(f'calibration file {path}: camera_matrix needs 9 values')
+    return info
+
+
+class FrameSource:
+    """Frames (RGB uint8) from a device, a video file or an image folder."""
+
+    def __init__(self, source, loop):
+        self.loop = loop
+        self.files = None
+        path = Path(source)
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self.files:
+                raise ValueError(f'image folder {source} holds no images')
+            self.index = 0
+            self.is_device = False
+            return
+        self.is_device = source.isdigit()
+        if not self.is_device and not path.is_file():
+            raise ValueError(f'source {source!r} is neither a device index, a file nor a folder')
+        self.capture = cv2.VideoCapture(int(source) if self.is_device else str(path))
+        if not self.capture.isOpened():
+            raise ValueError(f'OpenCV cannot open source {source!r}')
+
+    def read(self):
+        """Next RGB frame, or None at the end (when not looping)."""
+        if self.files is not None:
+            if self.index >= len(self.files):
+                if not self.loop:
+                    return None
+                self.index = 0
+            bgr = cv2.imread(str(self.files[self.index]), cv2.IMREAD_COLOR)
+            self.index += 1
+            return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        ok, bgr = self.capture.read()
+        if not ok and self.loop and not self.is_device:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self.capture.read()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if ok else None
+
+
+class CameraNode(Node):
+    def __init__(self):
+        super().__init__('camera')
+        p = {name: self.declare_parameter(name, default,
+                                          ParameterDescriptor(description=d)).value
+             for name, (default, d) in PARAMETERS.items()}
+        if p['rate'] <= 0:
+            raise ParameterException(f"rate must be > 0, got {p['rate']}", ['rate'])
+        self.p = p
+        try:
+            self.source = FrameSource(str(p['source']), p['loop'])
+            self.calibration = load_calibration(p['calibration_file']) \
+                if p['calibration_file'] else None
+        except ValueError as exc:
+            raise ParameterException(str(exc), ['source', 'calibration_file']) from exc
+        if self.calibration is None:
+            self.get_logger().warning('no calibration_file: publishing a pinhole guess '
+                                      f"({p['fallback_fov_deg']} deg vertical FOV)")
+        self.image_pub = self.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+        self.finished = False
+        self.create_timer(1.0 / p['rate'], self.tick)
+
+    def tick(self):
+        rgb = self.source.read()
+        if rgb is None:
+            self.get_logger().info('source finished')
+            self.finished = True
+            return
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.p['frame_id'])
+        info = self.calibration
+        h, w = rgb.shape[:2]
+        if info is None or (info['width'], info['height']) != (w, h):
+            if info is not None:
+                self.get_logger().warning(f"calibration is {info['width']}x{info['height']}, "
+                                          f'frames are {w}x{h}: pinhole guess used',
+                                          throttle_duration_sec=30.0)
+            info = camera_info_dict(intrinsics_from_fov(w, h, self.p['fallback_fov_deg']), w, h)
+        self.image_pub.publish(numpy_to_image(rgb, 'rgb8', header))
+        self.info_pub.publish(camera_info_msg(info, header))
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = CameraNode()
+        while rclpy.ok() and not node.finished:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except ParameterException as exc:
+        print(f'camera_node: {exc}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
