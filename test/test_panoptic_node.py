@@ -1,0 +1,215 @@
+"""panoptic_node end to end: the node in its own process, real rclpy pub/sub over Fast DDS.
+
+Verifies: topics, message types, encodings and sizes; the input header stamp on every output
+and the image frame_id on label images, base frame on the grid; detection ids equal thing
+segment ids of the panoptic message of the same stamp; the occupancy grid equals the
+projection of the same panoptic labels computed here; lazy outputs (nobody subscribed ->
+nothing computed, counted in diagnostics); parameter validation and a missing model file
+stop the node with exit code 2 and a message naming the value or file; the demo runs end to
+end in a short mode. The network is an untrained checkpoint of the light architecture
+(accuracy is test_shipped_model's business). Does not verify speed (benchmarks/).
+"""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_ros.core.camera_model import camera_info_dict, camera_pose_in_base
+from panoptic_ros.core.checkpoint import save_checkpoint
+from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
+from panoptic_ros.core.occupancy import GridConfig, OccupancyProjector
+from panoptic_ros.core.settings import PARAMETERS, Settings
+from panoptic_ros.core.sim.world import render_random_frame, SimConfig
+
+rclpy = pytest.importorskip('rclpy')
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'dev.safetensors'
+    save_checkpoint(path, SingleShotPanoptic(default_model_config()))
+    return path
+
+
+@pytest.fixture(scope='module')
+def frame():
+    return render_random_frame(104, SimConfig())
+
+
+def start_node(model_path, env, tmp_path, *extra):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
+         '-p', f'model_path:={model_path}', '-p', 'backend:=torch', '-p', 'use_tf:=false',
+         '-p', 'score_threshold:=0.05', '-p', f'cache_dir:={tmp_path / "cache"}',
+         '-p', 'camera_xyz:=[0.0, 0.0, 1.2]', '-p', 'camera_rpy:=[0.0, 0.25, 0.0]', *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def ros_node(ros_env):
+    import os
+    saved = dict(os.environ)
+    os.environ.update(ros_env)
+    rclpy.init()
+    node = rclpy.create_node('panoptic_node_test')
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def spin_until(node, done, timeout):
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return done()
+
+
+def test_outputs_stamps_ids_and_grid(model_path, frame, ros_env, ros_node, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.qos import (DurabilityPolicy, QoSProfile, qos_profile_sensor_data,
+                           ReliabilityPolicy)
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+    from panoptic_ros.msg import ClassTable, DetectionArray, PanopticSegmentation
+    from panoptic_ros.ros.image_codec import image_to_numpy, numpy_to_image
+    from panoptic_ros.ros.messages import camera_info_msg
+
+    proc = start_node(model_path, ros_env, tmp_path)
+    node = ros_node
+    got = {}
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    diagnostics = []
+    node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, 10)
+    node.create_subscription(ClassTable, 'class_info', lambda m: got.setdefault('class', m),
+                             latched)
+    try:
+        assert spin_until(node, lambda: 'class' in got, 120), proc.stderr.read() \
+            if proc.poll() is not None else 'no class_info'
+        assert got['class'].names[0] == 'void' and got['class'].names[5] == 'car'
+        # nobody subscribed yet: frames are converted, then skipped
+        image_pub = node.create_publisher(Image, 'image', qos_profile_sensor_data)
+        info_pub = node.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+        T = camera_pose_in_base(0.0, 0.0, 1.2, 0.0, 0.25, 0.0)
+        info = camera_info_dict(frame.K, 640, 480)
+
+        def send(sec):
+            header = Header(frame_id='cam_optical')
+            header.stamp.sec, header.stamp.nanosec = sec, 123
+            info_pub.publish(camera_info_msg(info, header))
+            image_pub.publish(numpy_to_image(frame.rgb, 'rgb8', header))
+
+        def skipped():
+            for d in diagnostics:
+                for v in d.status[0].values:
+                    if v.key == 'skipped_no_subscribers' and int(v.value) > 0:
+                        return True
+            return False
+        t = 0
+        while not skipped() and t < 40:
+            t += 1
+            send(1000 + t)
+            spin_until(node, lambda: False, 0.3)
+        assert skipped(), 'frames without subscribers were not skipped'
+        # now subscribe to everything
+        for name, topic, kind, qos in (
+                ('panoptic', 'panoptic', PanopticSegmentation, reliable),
+                ('semantic', 'semantic', Image, reliable),
+                ('colored', 'panoptic/colored', Image, reliable),
+                ('detections', 'detections', DetectionArray, reliable),
+                ('markers', 'detections/markers', MarkerArray, reliable),
+                ('occupancy', 'occupancy', OccupancyGrid, latched)):
+            node.create_subscription(kind, topic, lambda m, n=name: got.setdefault(
+                n, {}).setdefault((m.header.stamp.sec if hasattr(m, 'header') else
+                                   m.markers[0].header.stamp.sec), m), qos)
+        stamp = None
+        for t in range(60):
+            send(2000 + t)
+            spin_until(node, lambda: False, 0.4)
+            common = set.intersection(*(set(got.get(n, {})) for n in (
+                'panoptic', 'semantic', 'colored', 'detections', 'occupancy')))
+            if common:
+                stamp = min(common)
+                break
+        assert stamp is not None, {k: len(v) for k, v in got.items() if k != 'class'}
+        pan = got['panoptic'][stamp]
+        assert pan.header.frame_id == 'cam_optical' and pan.header.stamp.nanosec == 123
+        labels = image_to_numpy(pan.label)
+        assert pan.label.encoding == '32SC1' and labels.shape == (480, 640)
+        assert set(np.unique(labels).tolist()) - {0} <= {s.id for s in pan.segments}
+        sem = got['semantic'][stamp]
+        assert sem.encoding == 'mono8' and (sem.height, sem.width) == (480, 640)
+        assert np.array_equal(image_to_numpy(sem), labels // 1000)
+        col = got['colored'][stamp]
+        assert col.encoding == 'rgb8' and col.header.frame_id == 'cam_optical'
+        dets = got['detections'][stamp]
+        assert dets.header.frame_id == 'cam_optical' and dets.base_frame_id == 'base_link'
+        assert [d.instance_id for d in dets.detections] == \
+            [s.id for s in pan.segments if s.is_thing]
+        grid_msg = got['occupancy'][stamp]
+        assert grid_msg.header.frame_id == 'base_link'
+        assert grid_msg.info.width == 200 and grid_msg.info.resolution == pytest.approx(0.05)
+        grid = np.frombuffer(bytes(grid_msg.data), np.int8).reshape(200, 200)
+        settings = Settings.from_params({})
+        projector = OccupancyProjector(frame.K, np.zeros(5), (480, 640), T, GridConfig(),
+                                       settings.occupancy_config(
+                                           list(default_model_config().classes), 1000), 11)
+        expected, ground = projector(labels)
+        assert np.array_equal(grid, expected)
+        for d in dets.detections:
+            assert d.has_ground_position == (d.instance_id in ground)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_bad_parameter_and_missing_model_exit_2(model_path, ros_env, tmp_path):
+    proc = start_node(model_path, ros_env, tmp_path, '-p', 'overlap_policy:=biggest')
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "overlap_policy='biggest'" in err
+    proc = start_node(tmp_path / 'nothing.safetensors', ros_env, tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and 'nothing.safetensors does not exist' in err
+
+
+def test_settings_validation_and_yaml_agree():
+    import yaml
+    from pathlib import Path
+    data = yaml.safe_load((Path(__file__).parents[1] / 'config' / 'panoptic.yaml').read_text())
+    params = data['panoptic_node']['ros__parameters']
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        default = PARAMETERS[name][0]
+        assert value == (pytest.approx(default) if isinstance(default, float) else default)
+    Settings.from_params(params)
+    for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
+                        ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
+                        ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
+                        ('image_reliability', 'sometimes'), ('max_detections', 0)):
+        with pytest.raises(ValueError, match=f'{name}='):
+            Settings.from_params({name: value})
+    with pytest.raises(ValueError, match='not classes of the model'):
+        Settings.from_params({'free_classes': ['asphalt']}).occupancy_config(['road'], 1000)
+
+
+def test_demo_short_mode(model_path, tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'panoptic_ros.demo', '--frames', '6',
+                           '--rate', '5', '--model', str(model_path), '--backend', 'torch',
+                           '--out', str(tmp_path / 'out')],
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / 'out' / 'demo_report.md').read_text()
+    assert 'panoptic outputs received' in report and '| PQ' in report
+    assert 'detection ids are panoptic segment ids | yes' in report
+    assert (tmp_path / 'out' / 'demo_occupancy.png').is_file()
+    assert (tmp_path / 'out' / 'demo_overlays.png').is_file()
