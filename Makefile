@@ -1,5 +1,5 @@
 # The two entry points of README.md. Both set up .venv first (idempotent, seconds when done).
-.PHONY: setup test test-all demo
+.PHONY: setup test test-all demo model
 
 setup:
 	scripts/setup_env.sh
@@ -12,7 +12,14 @@ test: setup
 test-all: setup
 	scripts/run_tests.sh -m ""
 
-# Main job. Until the camera -> panoptic_node demo (issue 7) exists: the panoptic head alone
-# on a hand-built scene; writes out/head_demo.png.
+# Main job: sim camera -> panoptic_node (shipped model) -> evaluator, over DDS; prints FPS,
+# latency, PQ and occupancy IoU and writes out/demo_*.
 demo: setup
-	.venv/bin/python -m panoptic_ros.head_demo --out out
+	.venv/bin/python -m panoptic_ros.demo --out out
+
+# Retrain the shipped model from scratch (renders the datasets first; hours on a 2-core CPU).
+model: setup
+	.venv/bin/panoptic-ros-sim export --out data/sim320 --split train --num 3000 --seed 1 \
+		--width 320 --height 240
+	.venv/bin/panoptic-ros-sim export --out data/sim320 --split val --num 200 --seed 2
+	.venv/bin/panoptic-ros-train --config config/train_sim_light.yaml

@@ -276,10 +276,13 @@ def train(config, resume=False, command=''):
             if t['val_images'] and ((epoch + 1) % t['val_every_epochs'] == 0 or last_epoch):
                 scores = validate(model, config, device, t['val_images'])
                 pq = scores['pq']
+                # plain floats: the history is read back with torch.load(weights_only=True)
                 history['val'].append({'epoch': epoch + 1, 'step': step,
-                                       'pq': pq['all']['pq'], 'pq_things': pq['things']['pq'],
-                                       'pq_stuff': pq['stuff']['pq'], 'miou': scores['miou'],
-                                       'box_ap': scores['box_ap']['ap']})
+                                       'pq': float(pq['all']['pq']),
+                                       'pq_things': float(pq['things']['pq']),
+                                       'pq_stuff': float(pq['stuff']['pq']),
+                                       'miou': float(scores['miou']),
+                                       'box_ap': float(scores['box_ap']['ap'])})
                 print(f'epoch {epoch + 1}: validation {summary_line(scores)}', flush=True)
                 if pq['all']['pq'] > best_pq:
                     best_pq = pq['all']['pq']

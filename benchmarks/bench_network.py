@@ -1,0 +1,104 @@
+"""Benchmark: network latency per backend (issue 4), and the model's scores on a val split.
+
+640x480 camera frames (rendered sim frames) through Preprocessor + backend (the network
+alone, raw outputs), and the whole FramePipeline (+ decode + panoptic head), median and p95
+over --repeats runs. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIoU / box AP)
+on that COCO-panoptic split with the fastest CPU backend. Prints a table, writes it to --out.
+
+Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.safetensors]
+           [--backends torch onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
+           [--val-root data/sim320 --val-split val] [--out benchmarks/results/network_cpu.md]
+"""
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from panoptic_ros.core.backends import make_backend
+from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+from panoptic_ros.core.inference import FramePipeline
+from panoptic_ros.core.settings import default_model_path
+from panoptic_ros.core.sim.world import render_random_frame, SimConfig
+
+
+def timed(fn, repeats, sync):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, float(np.percentile(times, 95)) * 1e3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', type=Path, default=default_model_path())
+    parser.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime'])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--val-root', type=Path)
+    parser.add_argument('--val-split', default='val')
+    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/network_cpu.md'))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, meta = load_checkpoint(args.model)
+    rgb = render_random_frame(5, SimConfig()).rgb
+    sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
+    rows, best = [], None
+    for name in args.backends:
+        backend = make_backend(name, copy.deepcopy(model), args.device,
+                               cache_dir=Path('.cache'), threads=args.threads)
+        pipeline = FramePipeline(backend)
+        x, _ = pipeline.preprocess(rgb)
+        net = timed(lambda: backend(x), args.repeats, sync)
+        full = timed(lambda: pipeline(rgb), args.repeats, sync)
+        rows.append((backend.name, net, full))
+        if best is None or net[0] < best[1]:
+            best = (pipeline, net[0])
+    cpu = platform.processor() or platform.machine()
+    device = torch.cuda.get_device_name(0) if args.device.startswith('cuda') else \
+        f'CPU {cpu}, {os.cpu_count()} cores, {args.threads} threads'
+    width, height = model.config.input_size
+    lines = [f'# Network latency: {args.model.name} ({model.config.encoder}, input '
+             f'{width}x{height}), 640x480 camera frames', '',
+             f'Machine: {device}; torch {torch.__version__}; {args.repeats} runs.', '',
+             '| backend | network p50 (ms) | network p95 (ms) | frame pipeline p50 (ms) | '
+             'frame pipeline p95 (ms) |', '|---|---|---|---|---|']
+    lines += [f'| {n} | {a[0]:.1f} | {a[1]:.1f} | {b[0]:.1f} | {b[1]:.1f} |'
+              for n, a, b in rows]
+    lines.append('')
+    lines.append('frame pipeline = preprocess (letterbox, normalise) + network + decode '
+                 '(threshold, NMS) + panoptic head (highest_confidence) at 640x480.')
+    if args.val_root:
+        scores = evaluate_pipeline(best[0], args.val_root, args.val_split)
+        pq = scores['pq']
+        lines += ['', f'## Scores on {args.val_root}/{args.val_split} '
+                  f'({scores["images"]} images, {best[0].backend.name})', '',
+                  '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 |',
+                  '|---|---|---|---|---|---|---|---|',
+                  f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "
+                  f"{pq['things']['pq']:.1f} | {pq['stuff']['pq']:.1f} | {scores['miou']:.1f} | "
+                  f"{scores['box_ap']['ap']:.1f} | {scores['box_ap']['ap50']:.1f} |", '',
+                  'Per class PQ: ' + ', '.join(f"{c['name']} {c['pq']:.1f}"
+                                              for c in pq['per_class'].values())]
+        print(summary_line(scores))
+    text = '\n'.join(lines) + '\n'
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+
+
+if __name__ == '__main__':
+    main()
