@@ -91,8 +91,8 @@ def main():
                   f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "
                   f"{pq['things']['pq']:.1f} | {pq['stuff']['pq']:.1f} | {scores['miou']:.1f} | "
                   f"{scores['box_ap']['ap']:.1f} | {scores['box_ap']['ap50']:.1f} |", '',
-                  'Per class PQ: ' + ', '.join(f"{c['name']} {c['pq']:.1f}"
-                                              for c in pq['per_class'].values())]
+                  'Per class PQ: ' + ', '.join(
+                      f"{c['name']} {c['pq']:.1f}" for c in pq['per_class'].values())]
         print(summary_line(scores))
     text = '\n'.join(lines) + '\n'
     print(text)

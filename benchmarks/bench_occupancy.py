@@ -55,7 +55,7 @@ def main():
         rows.append((seed, build * 1e3, statistics.median(times) * 1e3,
                      np.percentile(times, 95) * 1e3, scores['free_iou'],
                      scores['occupied_iou']))
-    lines = [f'# Occupancy projection, 640x480 labels -> 200x200 grid at 0.05 m',
+    lines = ['# Occupancy projection, 640x480 labels -> 200x200 grid at 0.05 m',
              '', f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} '
              f'cores, numpy {np.__version__}; {args.repeats} runs per frame.', '',
              '| frame seed | tables built (ms, once) | p50 (ms) | p95 (ms) | free IoU | '

@@ -250,4 +250,3 @@ def main(argv=None):
 
 if __name__ == '__main__':
     sys.exit(main())
-

@@ -24,7 +24,7 @@ import torch
 from panoptic_ros.core.backends import (
     export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE, letterbox
+from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
 from panoptic_ros.core.losses import PanopticLoss
 from panoptic_ros.core.model import (
@@ -132,8 +132,9 @@ def test_loss_decreases_when_overfitting(tiny_dataset):
         if first is None:
             first = {k: float(v) for k, v in parts.items()}
     last = {k: float(v) for k, v in parts.items()}
-    assert float(loss.detach()) < 0.5 * sum([first['classification'], first['bbox_regression'],
-                                    first['semantic'], 0.1 * first['center']])
+    start = (first['classification'] + first['bbox_regression'] + first['semantic'] +
+             0.1 * first['center'])
+    assert float(loss.detach()) < 0.5 * start
     for key in ('classification', 'semantic', 'center'):
         assert last[key] < first[key], (key, first, last)
 
@@ -149,8 +150,8 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     x = torch.randn(1, 3, 128, 160)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(model(x).values(), loaded(x).values()))
-    assert meta['info'] == {'note': 'test'} and meta['classes'][4] == {'name': 'car',
-                                                                      'is_thing': True}
+    assert meta['info'] == {'note': 'test'}
+    assert meta['classes'][4] == {'name': 'car', 'is_thing': True}
     # classes / architecture that differ from what the caller expects
     other = default_model_config(**SMALL, classes=tuple('abcdefghij'))
     with pytest.raises(CheckpointError, match='classes'):
@@ -194,6 +195,7 @@ def test_fold_onnx_and_eager_agree(tmp_path):
         reference = model(x)
     import copy
     folded = copy.deepcopy(model)
+
     def count_bn(m):
         return sum(type(x).__name__ == 'FrozenBatchNorm2d' for x in m.modules())
     assert fold_frozen_batchnorm(folded) == count_bn(model) > 40 and count_bn(folded) == 0
@@ -239,8 +241,8 @@ def test_letterbox_and_decode_to_camera_pixels():
 def test_frame_pipeline_on_rendered_frame(tiny_dataset):
     config = default_model_config(**SMALL)
     model = SingleShotPanoptic(config)
-    pipeline = FramePipeline(TorchBackend(model), DecodeConfig(score_threshold=0.0,
-                                                                max_detections=20))
+    pipeline = FramePipeline(TorchBackend(model),
+                             DecodeConfig(score_threshold=0.0, max_detections=20))
     ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
     rgb, _, _ = ds.load(0)
     result = pipeline(rgb)

@@ -160,8 +160,8 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
     if name == 'tensorrt':
         from panoptic_ros.core import tensorrt_backend
         try:
-            return tensorrt_backend.TensorRTBackend.from_model(model, cache_dir or '.cache',
-                                                              device=device)
+            return tensorrt_backend.TensorRTBackend.from_model(
+                model, cache_dir or '.cache', device=device)
         except BackendUnavailable as exc:
             log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
                         exc, 'torch_compile' if device.type == 'cuda' else 'eager')

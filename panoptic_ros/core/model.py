@@ -270,4 +270,3 @@ def default_model_config(**overrides):
                   is_thing=tuple(c.is_thing for c in CLASSES))
     values.update(overrides)
     return ModelConfig(**values)
-
