@@ -15,7 +15,7 @@ test-all: setup
 # Main job: sim camera -> panoptic_node (shipped model) -> evaluator, over DDS; prints FPS,
 # latency, PQ and occupancy IoU and writes out/demo_*.
 demo: setup
-	.venv/bin/python -m panoptic_ros.demo --out out
+	.venv/bin/python -m panoptic_ros.ros.demo --out out
 
 # Retrain the shipped model from scratch (renders the datasets first; hours on a 2-core CPU).
 model: setup

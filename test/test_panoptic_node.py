@@ -203,7 +203,7 @@ def test_settings_validation_and_yaml_agree():
 
 
 def test_demo_short_mode(model_path, tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'panoptic_ros.demo', '--frames', '6',
+    proc = subprocess.run([sys.executable, '-m', 'panoptic_ros.ros.demo', '--frames', '6',
                            '--rate', '5', '--model', str(model_path), '--backend', 'torch',
                            '--out', str(tmp_path / 'out')],
                           capture_output=True, text=True, timeout=400)

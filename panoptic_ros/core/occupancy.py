@@ -53,6 +53,12 @@ class GridConfig:
             raise ValueError(f'grid resolution {self.resolution} must be > 0 and width '
                              f'{self.width}, height {self.height} >= 1')
 
+    def cell_centres(self):
+        """(x [height, width], y [height, width]) of every cell centre."""
+        x = self.origin_x + (np.arange(self.width) + 0.5) * self.resolution
+        y = self.origin_y + (np.arange(self.height) + 0.5) * self.resolution
+        return np.meshgrid(x, y)
+
 
 @dataclass(frozen=True)
 class OccupancyConfig:
@@ -165,9 +171,7 @@ class OccupancyProjector:
         ground = pixels_to_ground(np.stack([u.ravel(), v.ravel()], 1), self.K, self.D, self.T)
         self.pixel_ground = ground.reshape(height, width, 2).astype(np.float32)
         # pixel of every cell centre; cells out of view / out of range get pixel -1
-        j, i = np.meshgrid(np.arange(grid.width), np.arange(grid.height))
-        cx = grid.origin_x + (j.ravel() + 0.5) * grid.resolution
-        cy = grid.origin_y + (i.ravel() + 0.5) * grid.resolution
+        cx, cy = (c.ravel() for c in grid.cell_centres())
         uv, depth = ground_to_pixels(np.stack([cx, cy], 1), self.K, self.D, self.T)
         uu, vv = np.rint(uv[:, 0]), np.rint(uv[:, 1])
         camera_xy = self.T[:2, 3]

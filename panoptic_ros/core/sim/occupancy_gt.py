@@ -21,35 +21,18 @@ unknown, and an obstacle is occupied over its whole footprint where it is the vi
 surface. Values are int8.
 """
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from panoptic_ros.core.camera_model import project
+from panoptic_ros.core.occupancy import GridConfig
 from panoptic_ros.core.sim.taxonomy import CLASSES, LABEL_DIVISOR
 
 UNKNOWN, FREE, NON_DRIVABLE, OCCUPIED = -1, 0, 50, 100
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """Occupancy grid geometry in the base frame (metres)."""
-
-    resolution: float = 0.05
-    width: int = 200          # cells along x
-    height: int = 200         # cells along y
-    origin_x: float = 0.0     # lower corner of cell (0, 0)
-    origin_y: float = -5.0
-    frame_id: str = 'base_link'
-
-    def cell_centres(self):
-        """(x [height, width], y [height, width]) of every cell centre."""
-        j = np.arange(self.width)
-        i = np.arange(self.height)
-        x = self.origin_x + (j + 0.5) * self.resolution
-        y = self.origin_y + (i + 0.5) * self.resolution
-        return np.meshgrid(x, y)
+# The grid geometry is the occupancy projection's (one definition for both).
+GridSpec = GridConfig
 
 
 def write_grid_png(path, grid):

@@ -1,6 +1,6 @@
 """The demo (README's main job): sim camera -> panoptic_node -> evaluator, over DDS.
 
-  python -m panoptic_ros.demo [--frames 60] [--rate 10] [--out out] [--model PATH]
+  python -m panoptic_ros.ros.demo [--frames 60] [--rate 10] [--out out] [--model PATH]
                               [--backend onnxruntime] [--timeout 300]
 
 1. Renders a driving sequence once (out/demo/sequence; reused afterwards).
