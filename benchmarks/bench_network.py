@@ -12,8 +12,6 @@ Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.saf
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import machine_description, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
@@ -67,13 +66,10 @@ def main():
         rows.append((backend.name, net, full))
         if best is None or net[0] < best[1]:
             best = (pipeline, net[0])
-    cpu = platform.processor() or platform.machine()
-    device = torch.cuda.get_device_name(0) if args.device.startswith('cuda') else \
-        f'CPU {cpu}, {os.cpu_count()} cores, {args.threads} threads'
     width, height = model.config.input_size
     lines = [f'# Network latency: {args.model.name} ({model.config.encoder}, input '
              f'{width}x{height}), 640x480 camera frames', '',
-             f'Machine: {device}; torch {torch.__version__}; {args.repeats} runs.', '',
+             f'Machine: {machine_description(args.device)}; {args.repeats} runs.', '',
              '| backend | network p50 (ms) | network p95 (ms) | frame pipeline p50 (ms) | '
              'frame pipeline p95 (ms) |', '|---|---|---|---|---|']
     lines += [f'| {n} | {a[0]:.1f} | {a[1]:.1f} | {b[0]:.1f} | {b[1]:.1f} |'
@@ -94,10 +90,7 @@ def main():
                   'Per class PQ: ' + ', '.join(
                       f"{c['name']} {c['pq']:.1f}" for c in pq['per_class'].values())]
         print(summary_line(scores))
-    text = '\n'.join(lines) + '\n'
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result('\n'.join(lines) + '\n', args.out)
 
 
 if __name__ == '__main__':

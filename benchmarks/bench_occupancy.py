@@ -10,14 +10,13 @@ Usage: python benchmarks/bench_occupancy.py [--frames 8] [--repeats 50] [--threa
 """
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from common import machine_description, write_result
 from panoptic_ros.core.metrics import occupancy_scores
 from panoptic_ros.core.occupancy import GridConfig, OccupancyConfig, OccupancyProjector
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
@@ -56,8 +55,8 @@ def main():
                      np.percentile(times, 95) * 1e3, scores['free_iou'],
                      scores['occupied_iou']))
     lines = ['# Occupancy projection, 640x480 labels -> 200x200 grid at 0.05 m',
-             '', f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} '
-             f'cores, numpy {np.__version__}; {args.repeats} runs per frame.', '',
+             '', f'Machine: {machine_description()}, numpy {np.__version__}; '
+             f'{args.repeats} runs per frame.', '',
              '| frame seed | tables built (ms, once) | p50 (ms) | p95 (ms) | free IoU | '
              'occupied IoU |', '|---|---|---|---|---|---|']
     lines += [f'| {s} | {b:.0f} | {p50:.2f} | {p95:.2f} | {f:.1f} | {o:.1f} |'
@@ -66,10 +65,7 @@ def main():
     lines += ['', f'Median p50 over frames: {all_p50:.2f} ms. Mean free IoU '
               f'{np.mean(free):.1f}, mean occupied IoU {np.mean(occupied):.1f} '
               '(ground-truth labels in).']
-    text = '\n'.join(lines) + '\n'
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result('\n'.join(lines) + '\n', args.out)
 
 
 if __name__ == '__main__':

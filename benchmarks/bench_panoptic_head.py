@@ -13,14 +13,13 @@ Usage: python benchmarks/bench_panoptic_head.py [--device cpu|cuda] [--threads 2
 """
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from common import machine_description
 from panoptic_ros.core.panoptic_head import POLICIES, PanopticHead, PanopticHeadConfig
 
 IS_THING = [False] * 5 + [True] * 6
@@ -55,20 +54,6 @@ def time_head(fn, device, repeats, warmup=3):
         times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
-
-
-def machine_description(device):
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
-    text = f'{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, ' \
-           f'{torch.get_num_threads()} intra-op threads'
-    if device == 'cuda':
-        text += f', GPU {torch.cuda.get_device_name()}'
-    return text
 
 
 def main():

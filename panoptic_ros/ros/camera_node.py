@@ -13,7 +13,6 @@ import sys
 
 import cv2
 import numpy as np
-import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -25,6 +24,7 @@ import yaml
 from panoptic_ros.core.camera_model import camera_info_dict, intrinsics_from_fov
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg
+from panoptic_ros.ros.runner import run_until_finished
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 PARAMETERS = {
@@ -140,23 +140,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraNode()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except ParameterException as exc:
-        print(f'camera_node: {exc}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_until_finished(CameraNode, 'camera_node', args)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ At the end of a sequence: `loop` true starts over, false shuts the node down.
 
 import sys
 
-import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
@@ -32,6 +31,7 @@ from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg, occupancy_msg, panoptic_msg
+from panoptic_ros.ros.runner import run_until_finished
 
 PARAMETERS = {
     'sequence': ('', 'folder of a rendered sequence; empty renders random scenes live'),
@@ -113,23 +113,7 @@ class SimCameraNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimCameraNode()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (ParameterException, FileNotFoundError) as error:
-        print(f'sim_camera_node: {error}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_until_finished(SimCameraNode, 'sim_camera_node', args, (FileNotFoundError,))
 
 
 if __name__ == '__main__':
