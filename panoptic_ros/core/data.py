@@ -32,13 +32,19 @@ def letterbox_scale(image_size, input_size):
     return min(width / w, height / h)
 
 
+def letterbox_size(image_size, input_size):
+    """((new_w, new_h), scale): the resized image inside a (width, height) network input."""
+    width, height = input_size
+    scale = letterbox_scale(image_size, input_size)
+    return (min(width, max(1, int(round(image_size[1] * scale)))),
+            min(height, max(1, int(round(image_size[0] * scale))))), scale
+
+
 def letterbox(image, input_size, interpolation=cv2.INTER_LINEAR, pad_value=0):
     """Resize `image` [h, w, ...] to fit (width, height) keeping the aspect ratio and pad the
     right and bottom with `pad_value`; returns (image [height, width, ...], scale)."""
     width, height = input_size
-    scale = letterbox_scale(image.shape[:2], input_size)
-    new_w = min(width, max(1, int(round(image.shape[1] * scale))))
-    new_h = min(height, max(1, int(round(image.shape[0] * scale))))
+    (new_w, new_h), scale = letterbox_size(image.shape[:2], input_size)
     if (new_w, new_h) != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
@@ -81,9 +87,9 @@ class PanopticTargets:
         gx = (np.arange(qw) + 0.5)[None, :]
         gy = (np.arange(qh) + 0.5)[:, None]
         for seg in segments:
-            mask = ids == seg['id']
             if seg.get('iscrowd', 0) or seg['category_id'] not in self.channel:
                 continue
+            mask = ids == seg['id']
             semantic[mask] = self.channel[seg['category_id']]
             if seg['category_id'] not in self.thing_index:
                 continue

@@ -44,6 +44,7 @@ def evaluate_pipeline(pipeline, root, split='val', limit=None, progress=None):
                          f'model classes {list(pipeline.model_config.classes)}')
     evaluator = PanopticEvaluator({c['id']: c for c in categories})
     gt_boxes, detections = [], []
+    things = {c['id'] for c in categories if c['isthing']}
     count = len(dataset) if limit is None else min(limit, len(dataset))
     start = time.perf_counter()
     for index in range(count):
@@ -52,7 +53,6 @@ def evaluate_pipeline(pipeline, root, split='val', limit=None, progress=None):
         result = pipeline(rgb)
         pred_ids, pred_segments = predicted_segments(result, categories)
         evaluator.add(gt_ids, {s['id']: s for s in gt_segments}, pred_ids, pred_segments)
-        things = {c['id'] for c in categories if c['isthing']}
         gt_boxes += [{'image_id': image_id, 'category_id': s['category_id'], 'bbox': s['bbox'],
                       'iscrowd': s.get('iscrowd', 0)}
                      for s in gt_segments if s['category_id'] in things]

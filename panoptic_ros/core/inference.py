@@ -22,7 +22,7 @@ import torch
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from panoptic_ros.core.data import OUTPUT_STRIDE
+from panoptic_ros.core.data import letterbox_size, OUTPUT_STRIDE
 from panoptic_ros.core.panoptic_head import pad_detections, PanopticHead, PanopticHeadConfig
 
 
@@ -65,19 +65,12 @@ class Preprocessor:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.inv_std = 1.0 / (torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255)
 
-    def scale(self, image_size):
-        h, w = image_size
-        width, height = self.input_size
-        return min(width / w, height / h)
-
     def __call__(self, rgb):
         """rgb: uint8 numpy [h, w, 3] -> (input [1, 3, H, W] on device, scale)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f'expected uint8 RGB [h, w, 3], got {rgb.dtype} {rgb.shape}')
         width, height = self.input_size
-        scale = self.scale(rgb.shape[:2])
-        new_w = min(width, max(1, int(round(rgb.shape[1] * scale))))
-        new_h = min(height, max(1, int(round(rgb.shape[0] * scale))))
+        (new_w, new_h), scale = letterbox_size(rgb.shape[:2], self.input_size)
         if (new_w, new_h) != (rgb.shape[1], rgb.shape[0]):
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)

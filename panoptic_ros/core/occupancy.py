@@ -261,8 +261,8 @@ class OccupancyProjector:
             # things: the convex hull of their contact band on the grid (closes the gaps
             # between columns and under bodies raised above the ground)
             thing = ids % divisor != 0
-            if thing.any() and self.config.fill_things:
-                keys, inverse = np.unique(ids[thing], return_inverse=True)
+            keys, inverse = np.unique(ids[thing], return_inverse=True)
+            if len(keys) and self.config.fill_things:
                 hull_mask = np.zeros((g.height, g.width), np.uint8)
                 cell_xy = (band[thing] - (g.origin_x, g.origin_y)) / g.resolution
                 for k in range(len(keys)):
@@ -278,8 +278,7 @@ class OccupancyProjector:
             occupied |= behind & ~shows_ground
             out[occupied] = OCCUPIED
             # 3. per-thing ground position: mean contact point
-            if thing.any():
-                keys, inverse = np.unique(ids[thing], return_inverse=True)
+            if len(keys):
                 count = np.bincount(inverse)
                 xs = np.bincount(inverse, points[thing, 0]) / count
                 ys = np.bincount(inverse, points[thing, 1]) / count

@@ -47,7 +47,7 @@ from panoptic_ros.core.inference import check_finite, FramePipeline
 from panoptic_ros.core.occupancy import OccupancyProjector
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.visualization import colorize_panoptic, overlay
-from panoptic_ros.msg import ClassTable, Detection, DetectionArray
+from panoptic_ros.msg import ClassTable, Detection, DetectionArray, PanopticSegmentation
 from panoptic_ros.ros.image_codec import compressed_to_numpy, image_to_numpy, numpy_to_image
 from panoptic_ros.ros.messages import occupancy_msg, panoptic_msg
 
@@ -141,7 +141,6 @@ class PanopticNode(Node):
         out_qos = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        from panoptic_ros.msg import PanopticSegmentation
         self.pubs = {}
         wanted = set(s.outputs)
         for name, topic, mtype, qos in (
