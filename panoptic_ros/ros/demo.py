@@ -69,14 +69,23 @@ class Evaluator:
         self.detections = {}
         self.class_info = None
         self.first = self.last = None
-        node.create_subscription(PanopticSegmentation, 'panoptic', self.on_pred, reliable)
-        node.create_subscription(OccupancyGrid, 'occupancy', self.on_grid, latched)
-        node.create_subscription(DetectionArray, 'detections', self.on_detections, reliable)
+        # the node computes only outputs somebody subscribes to: frames sent before these
+        # are matched would be skipped, so the camera starts once they are (ready())
+        self.output_subs = [
+            node.create_subscription(PanopticSegmentation, 'panoptic', self.on_pred, reliable),
+            node.create_subscription(OccupancyGrid, 'occupancy', self.on_grid, latched),
+            node.create_subscription(DetectionArray, 'detections', self.on_detections,
+                                     reliable)]
         node.create_subscription(PanopticSegmentation, 'ground_truth/panoptic',
                                  lambda m: self.gt.setdefault(key(m), m), reliable)
         node.create_subscription(OccupancyGrid, 'ground_truth/occupancy',
                                  lambda m: self.gt_grid.setdefault(key(m), m), reliable)
         node.create_subscription(ClassTable, 'class_info', self.on_class_info, latched)
+
+    def ready(self):
+        """The node is up and its outputs are matched to this process's subscriptions."""
+        return self.class_info is not None and \
+            all(sub.get_publisher_count() > 0 for sub in self.output_subs)
 
     def on_class_info(self, msg):
         self.class_info = msg
@@ -210,20 +219,19 @@ def main(argv=None):
             [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
              '--params-file', str(params)], env=env))
         deadline = time.monotonic() + 120
-        while ev.class_info is None and time.monotonic() < deadline:
+        while not ev.ready() and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.2)
             if procs[0].poll() is not None:
                 print('demo: panoptic_node exited during start-up', file=sys.stderr)
                 return 1
-        if ev.class_info is None:
+        if not ev.ready():
             print('demo: panoptic_node did not come up within 120 s', file=sys.stderr)
             return 1
-        time.sleep(1.0)   # let discovery settle before the first frame
         print(f'replaying {len(sequence)} frames at {args.rate:g} Hz ...', flush=True)
         camera = subprocess.Popen(
             [sys.executable, '-m', 'panoptic_ros.ros.sim_camera_node', '--ros-args',
              '-p', f'sequence:={seq_dir.resolve()}', '-p', f'rate:={args.rate}',
-             '-p', 'loop:=false'], env=env)
+             '-p', 'loop:=false', '-p', 'wait_for_subscribers:=true'], env=env)
         procs.append(camera)
         deadline = time.monotonic() + args.timeout
         while camera.poll() is None and time.monotonic() < deadline:

@@ -11,6 +11,8 @@ stamps at capture); images and labels carry `frame_id`.
 Source: `sequence` = a folder from `panoptic-ros-sim sequence` (replayed from disk, far
 faster than rendering), or empty to render random scenes live (`seed`, `width`, `height`).
 At the end of a sequence: `loop` true starts over, false shuts the node down.
+`wait_for_subscribers` holds the first frame until every topic is subscribed (the demo uses
+it so that no replayed frame is lost to DDS discovery).
 """
 
 import sys
@@ -40,6 +42,8 @@ PARAMETERS = {
     'frame_id': ('camera_optical', 'frame_id of images and labels (camera optical frame)'),
     'base_frame_id': ('base_link', 'frame of the ground-truth occupancy grid'),
     'publish_ground_truth': (True, 'also publish ground_truth/panoptic and /occupancy'),
+    'wait_for_subscribers': (False, 'hold the first frame until every topic has a subscriber '
+                                    '(a replay then loses no frame to discovery)'),
     'seed': (0, 'live rendering: seed of the first scene (one new scene per frame)'),
     'width': (640, 'live rendering: image width in pixels'),
     'height': (480, 'live rendering: image height in pixels'),
@@ -88,7 +92,16 @@ class SimCameraNode(Node):
         return (frame['rgb'], frame['panoptic'], frame['segments'], frame['occupancy'],
                 self.sequence.grid, self.sequence.camera_info)
 
+    def _subscribed(self):
+        pubs = [self.image_pub, self.info_pub]
+        if self.p['publish_ground_truth']:
+            pubs += [self.panoptic_pub, self.grid_pub]
+        return all(pub.get_subscription_count() > 0 for pub in pubs)
+
     def tick(self):
+        if self.p['wait_for_subscribers'] and self.published == 0 and not self._subscribed():
+            self.get_logger().info('waiting for subscribers', throttle_duration_sec=5.0)
+            return
         frame = self.next_frame()
         if frame is None:
             self.get_logger().info(f'sequence finished after {self.published} frames')
