@@ -73,3 +73,60 @@ def camera_info_dict(K, width, height, frame_id='camera_optical'):
             'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
             'k': [float(v) for v in K.flatten()], 'r': [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
             'p': [float(v) for v in P.flatten()]}
+
+
+DISTORTION_LENGTHS = (0, 4, 5, 8, 12, 14)   # the coefficient counts OpenCV accepts
+
+
+def camera_info_problem(width, height, K, D):
+    """Why a CameraInfo (width, height, K 9 values, D) cannot be used, or None if it can.
+
+    Catches what drivers get wrong: zero size (an uncalibrated camera), all-zero or
+    non-finite K, a non-positive focal length, a principal point outside the image, and a
+    distortion vector OpenCV cannot use.
+    """
+    K = np.asarray(K, np.float64)
+    D = np.asarray(D, np.float64)
+    if width <= 0 or height <= 0:
+        return f'camera_info has zero size ({width}x{height}): the camera is not calibrated'
+    if K.size != 9 or not np.isfinite(K).all():
+        return f'camera_info K is not 9 finite values ({K.tolist()})'
+    K = K.reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        return f'camera_info K has focal lengths fx={K[0, 0]}, fy={K[1, 1]} (must be > 0)'
+    if not (0 <= K[0, 2] < width and 0 <= K[1, 2] < height):
+        return (f'camera_info principal point ({K[0, 2]}, {K[1, 2]}) lies outside the '
+                f'{width}x{height} image')
+    if D.size not in DISTORTION_LENGTHS or not np.isfinite(D).all():
+        finite = '' if np.isfinite(D).all() else ', not all finite'
+        return (f'camera_info D has {D.size} values{finite}; OpenCV uses '
+                f'{", ".join(map(str, DISTORTION_LENGTHS))}')
+    return None
+
+
+def transform_from_quaternion(translation, quaternion):
+    """4x4 transform from a translation (x, y, z) and a unit quaternion (x, y, z, w), as in
+    geometry_msgs/Transform. The quaternion is normalised; a zero one raises ValueError."""
+    q = np.asarray(quaternion, np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f'rotation quaternion {q.tolist()} is not a rotation')
+    x, y, z, w = q / norm
+    T = np.eye(4)
+    T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    T[:3, 3] = translation
+    return T
+
+
+def scale_intrinsics(K, sx, sy):
+    """K of the same camera after resizing its images by (sx, sy), with pixel centres at
+    integer coordinates: u' + 0.5 = sx (u + 0.5)."""
+    K = np.array(K, np.float64)
+    K[0, 0] *= sx
+    K[0, 1] *= sx
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 1] *= sy
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return K

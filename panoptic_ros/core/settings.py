@@ -64,6 +64,8 @@ PARAMETERS = {
     'camera_rpy': ([0.0, 0.2, 0.0], 'fallback extrinsics: camera roll, pitch (> 0 looks '
                                     'down), yaw (rad)'),
     'min_output_rate': (1.0, 'diagnostics: WARN below this output rate (Hz)'),
+    'max_consecutive_failures': (5, 'diagnostics: ERROR after this many frames in a row '
+                                    'failed in the pipeline'),
 }
 
 
@@ -90,6 +92,7 @@ class Settings:
     tf_timeout: float
     T_base_optical: np.ndarray
     min_output_rate: float
+    max_consecutive_failures: int
 
     @classmethod
     def from_params(cls, p, package_root=None):
@@ -166,6 +169,8 @@ class Settings:
         T = camera_pose_in_base(x, y, z, *(float(v) for v in p['camera_rpy']))
         if p['tf_timeout'] < 0:
             bad('tf_timeout', 'must be >= 0')
+        if p['max_consecutive_failures'] < 1:
+            bad('max_consecutive_failures', 'must be >= 1')
         cache_dir = Path(p['cache_dir']) if p['cache_dir'] else \
             Path.home() / '.cache' / 'panoptic_ros'
         return cls(model_path=model_path, backend=p['backend'], device=str(p['device']),
@@ -177,7 +182,8 @@ class Settings:
                    max_image_pixels=int(p['max_image_pixels']), class_roles=roles,
                    occupancy=occupancy, grid=grid, use_tf=bool(p['use_tf']),
                    tf_timeout=float(p['tf_timeout']), T_base_optical=T,
-                   min_output_rate=float(p['min_output_rate']))
+                   min_output_rate=float(p['min_output_rate']),
+                   max_consecutive_failures=int(p['max_consecutive_failures']))
 
     def occupancy_config(self, classes, label_divisor):
         """OccupancyConfig with roles by category id for the model's classes."""

@@ -57,6 +57,16 @@ _YUV_TO = {
 _HOST_BIG_ENDIAN = sys.byteorder == 'big'
 
 
+class ImageFormatError(ValueError):
+    """A malformed image message. ``reason`` is one of REASONS, for counters."""
+
+    REASONS = ('encoding', 'zero_size', 'step', 'data_length', 'decode')
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
 def encoding_layout(encoding):
     """Return (numpy dtype, channels) of an image encoding; ValueError if unknown."""
     if encoding in _NAMED:
@@ -64,7 +74,7 @@ def encoding_layout(encoding):
         return np.dtype(dtype), channels
     match = _GENERIC.match(encoding or '')
     if match is None:
-        raise ValueError(f'unsupported image encoding {encoding!r}')
+        raise ImageFormatError('encoding', f'unsupported image encoding {encoding!r}')
     return np.dtype(_GENERIC_DTYPES[match.group(1)]), int(match.group(2))
 
 
@@ -72,19 +82,35 @@ def _check_layout(height, width, step, data_len, encoding):
     """Validate the size fields of an Image; returns (dtype, channels, bytes per row)."""
     dtype, channels = encoding_layout(encoding)
     if height <= 0 or width <= 0:
-        raise ValueError(f'image has zero size ({width}x{height}, encoding {encoding})')
+        raise ImageFormatError('zero_size', f'image has zero size ({width}x{height}, '
+                                            f'encoding {encoding})')
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
-        raise ValueError(
-            f'image step {step} is smaller than width {width} x {channels} channels x '
+        raise ImageFormatError(
+            'step', f'image step {step} is smaller than width {width} x {channels} channels x '
             f'{dtype.itemsize} bytes = {row_bytes} (encoding {encoding})')
     if step % dtype.itemsize:
-        raise ValueError(f'image step {step} is not a multiple of the {dtype.itemsize}-byte '
-                         f'element size of encoding {encoding}')
+        raise ImageFormatError('step', f'image step {step} is not a multiple of the '
+                                       f'{dtype.itemsize}-byte element size of encoding '
+                                       f'{encoding}')
     if data_len != step * height:
-        raise ValueError(f'image data has {data_len} bytes, expected step {step} x height '
-                         f'{height} = {step * height}')
+        raise ImageFormatError('data_length', f'image data has {data_len} bytes, expected '
+                                              f'step {step} x height {height} = '
+                                              f'{step * height}')
     return dtype, channels, row_bytes
+
+
+def check_image(msg, desired_encoding='passthrough'):
+    """Validate an Image's encoding and size fields without touching its pixels.
+
+    Cheap enough for a subscription callback. Raises ImageFormatError (its ``reason`` names
+    the defect) when image_to_numpy(msg, desired_encoding) would fail on the layout.
+    """
+    _check_layout(int(msg.height), int(msg.width), int(msg.step), len(msg.data), msg.encoding)
+    if desired_encoding not in ('passthrough', msg.encoding) and \
+            msg.encoding not in _COLOR_ORDER and msg.encoding not in ('yuv422', 'yuv422_yuy2'):
+        raise ImageFormatError('encoding', f'cannot convert from encoding {msg.encoding!r} to '
+                                           f'{desired_encoding!r}')
 
 
 def image_to_numpy(msg, desired_encoding='passthrough'):
@@ -137,8 +163,8 @@ def convert_encoding(array, src_encoding, dst_encoding):
     else:
         src_order = _COLOR_ORDER.get(src_encoding)
         if src_order is None:
-            raise ValueError(f'cannot convert from encoding {src_encoding!r} to '
-                             f'{dst_encoding!r}')
+            raise ImageFormatError('encoding', f'cannot convert from encoding '
+                                   f'{src_encoding!r} to {dst_encoding!r}')
         if src_order != dst_order:
             code = getattr(cv2, f'COLOR_{src_order}2{dst_order}')
             array = cv2.cvtColor(np.ascontiguousarray(array), code)
@@ -196,8 +222,8 @@ def compressed_to_numpy(msg, desired_encoding='bgr8'):
     buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
     array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if array is None:
-        raise ValueError(f'cannot decode compressed image of format {msg.format!r} '
-                         f'({buf.size} bytes)')
+        raise ImageFormatError('decode', f'cannot decode compressed image of format '
+                                         f'{msg.format!r} ({buf.size} bytes)')
     if desired_encoding == 'passthrough':
         return array
     depth = '16' if array.dtype == np.uint16 else '8'

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
@@ -41,14 +42,17 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from panoptic_ros.core.backends import make_backend
+from panoptic_ros.core.backends import BackendUnavailable, make_backend
+from panoptic_ros.core.camera_model import (camera_info_problem, scale_intrinsics,
+                                            transform_from_quaternion)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint
 from panoptic_ros.core.inference import check_finite, FramePipeline
 from panoptic_ros.core.occupancy import OccupancyProjector
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.visualization import colorize_panoptic, overlay
 from panoptic_ros.msg import ClassTable, Detection, DetectionArray, PanopticSegmentation
-from panoptic_ros.ros.image_codec import compressed_to_numpy, image_to_numpy, numpy_to_image
+from panoptic_ros.ros.image_codec import (
+    check_image, compressed_to_numpy, image_to_numpy, ImageFormatError, numpy_to_image)
 from panoptic_ros.ros.messages import occupancy_msg, panoptic_msg
 
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -79,6 +83,10 @@ class StageStats:
     def count(self, name, n=1):
         with self.lock:
             self.counters[name] += n
+
+    def reset(self, name):
+        with self.lock:
+            self.counters[name] = 0
 
     @staticmethod
     def rate(stamps, now, window=5.0):
@@ -130,6 +138,9 @@ class PanopticNode(Node):
                  f'input {model.config.input_size}) on backend {backend.name} '
                  f'({backend.device})')
         self.backend_name, self.device_name = backend.name, str(backend.device)
+        if s.device == 'cuda' and backend.device.type != 'cuda':
+            log.warning('device cuda requested but CUDA is not available: running on the CPU '
+                        '(set strict_device to fail instead)')
         # I/O
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.image_queue_depth,
                                reliability=RELIABILITY[s.image_reliability])
@@ -156,6 +167,7 @@ class PanopticNode(Node):
         self.class_pub.publish(self._class_table())
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.stats = StageStats()
+        self._last_warning = {}
         self.create_timer(1.0, self.publish_diagnostics)
         # newest frame wins: one slot, one worker
         self.latest = None
@@ -174,17 +186,37 @@ class PanopticNode(Node):
             self.cond.notify()
 
     def on_image(self, msg):
+        self.stats.count('received_images')
+        try:   # header fields only: malformed images never displace a good pending frame
+            check_image(msg, 'rgb8')
+        except ImageFormatError as exc:
+            self._bad_image(exc)
+            return
         self._store('raw', msg)
 
     def on_compressed(self, msg):
-        self._store('compressed', msg)
+        self.stats.count('received_images')
+        self._store('compressed', msg)   # decoded (and checked) by the worker
+
+    def _bad_image(self, exc):
+        self.stats.count(f'dropped_bad_image_{exc.reason}')
+        self._warn_per_key(exc.reason, f'dropped image: {exc}')
+
+    def _warn_per_key(self, key, text, period=5.0):
+        """A warning rate-limited per kind of problem (rclpy throttles per call site)."""
+        now = time.monotonic()
+        if now - self._last_warning.get(key, -period) >= period:
+            self._last_warning[key] = now
+            self.get_logger().warning(text)
 
     def on_camera_info(self, msg):
-        k = np.asarray(msg.k, np.float64).reshape(3, 3)
-        if msg.width == 0 or msg.height == 0 or not np.isfinite(k).all() or k[0, 0] <= 0 or \
-                k[1, 1] <= 0:
-            self.camera_info_problem = (f'camera_info is invalid (size {msg.width}x'
-                                        f'{msg.height}, K {list(msg.k)})')
+        self.stats.count('received_camera_info')
+        problem = camera_info_problem(msg.width, msg.height, msg.k, msg.d)
+        if problem is not None:
+            self.stats.count('dropped_bad_camera_info')
+            self.get_logger().warning(f'{problem}: occupancy disabled until a valid '
+                                      'camera_info arrives', throttle_duration_sec=5.0)
+            self.camera_info_problem = problem
             self.camera_info = None
             return
         self.camera_info = msg
@@ -214,53 +246,67 @@ class PanopticNode(Node):
                 kind, msg = self.latest
                 self.latest = None
             try:
-                self.process(kind, msg)
+                ok = self.process(kind, msg)
             except Exception as exc:   # one bad frame never kills the node
+                ok = False
                 self.stats.count('failed_pipeline_exception')
                 self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
                                         throttle_duration_sec=5.0)
+            # a frame that failed in the pipeline (exception, non-finite output) counts
+            # towards ERROR; bad input and frames nobody wants do not
+            if ok is False:
+                self.stats.count('consecutive_failures')
+            elif ok:
+                self.stats.reset('consecutive_failures')
 
     def _subscribed(self, name):
         pub = self.pubs.get(name)
         return pub is not None and pub.get_subscription_count() > 0
 
     def _convert(self, kind, msg):
-        """RGB uint8 [h, w, 3] of an image message, or None (counted, logged)."""
+        """(RGB uint8 [h, w, 3], (h, w) of the message) of an image message, or
+        (None, None) when it cannot be used (counted, logged). Images larger than
+        max_image_pixels are resized down (aspect kept)."""
         try:
             if kind == 'compressed':
                 rgb = compressed_to_numpy(msg, 'rgb8')
             else:
                 rgb = image_to_numpy(msg, 'rgb8')
+        except ImageFormatError as exc:
+            self._bad_image(exc)
+            return None, None
         except (ValueError, TypeError, cv2.error) as exc:
-            self.stats.count('dropped_bad_image')
-            self.get_logger().warning(f'dropped image: {exc}', throttle_duration_sec=5.0)
-            return None
+            self._bad_image(ImageFormatError('decode', str(exc)))
+            return None, None
         if rgb.size == 0:
-            self.stats.count('dropped_bad_image')
-            self.get_logger().warning('dropped image: zero size', throttle_duration_sec=5.0)
-            return None
+            self._bad_image(ImageFormatError('zero_size', 'image has zero size'))
+            return None, None
+        original = rgb.shape[:2]
         pixels = rgb.shape[0] * rgb.shape[1]
         if pixels > self.settings.max_image_pixels:
             f = (self.settings.max_image_pixels / pixels) ** 0.5
             size = (max(1, int(rgb.shape[1] * f)), max(1, int(rgb.shape[0] * f)))
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
             self.stats.count('resized_large_image')
-            self.get_logger().warning(f'image of {pixels} pixels resized to {size}',
-                                      throttle_duration_sec=30.0)
-        return np.ascontiguousarray(rgb)
+            self._warn_per_key('resized', f'image of {original[1]}x{original[0]} pixels '
+                               f'resized to {size} (max_image_pixels '
+                               f'{self.settings.max_image_pixels})', 30.0)
+        return np.ascontiguousarray(rgb), original
 
     def process(self, kind, msg):
+        """One frame through the pipeline. Returns True when published, False when the
+        pipeline failed on it (non-finite output), None when it was not for processing."""
         header = msg.header
         t0 = time.perf_counter()
-        rgb = self._convert(kind, msg)
+        rgb, original_size = self._convert(kind, msg)
         if rgb is None:
-            return
+            return None
         t1 = time.perf_counter()
         self.stats.add('convert', t1 - t0)
         wants = {name: self._subscribed(name) for name in self.pubs}
         if not any(wants.values()):
             self.stats.count('skipped_no_subscribers')
-            return
+            return None
         result = self.pipeline(rgb)
         bad = check_finite({'sem_logits': result.network.sem_logits,
                             'boxes': result.network.boxes})
@@ -268,7 +314,7 @@ class PanopticNode(Node):
             self.stats.count('dropped_non_finite_output')
             self.get_logger().warning(f'non-finite network output in {bad}: frame skipped',
                                       throttle_duration_sec=5.0)
-            return
+            return False
         for stage in ('preprocess', 'network', 'head'):
             self.stats.add(stage, result.timings[stage])
         out = result.panoptic
@@ -277,7 +323,7 @@ class PanopticNode(Node):
         t2 = time.perf_counter()
         grid, ground = None, {}
         if wants.get('occupancy') or wants.get('detections') or wants.get('markers'):
-            projector = self._projector(header, panoptic.shape)
+            projector = self._projector(header, panoptic.shape, original_size)
             if projector is not None:
                 grid, ground = projector(panoptic)
         t3 = time.perf_counter()
@@ -286,6 +332,7 @@ class PanopticNode(Node):
         self.stats.add('publish', time.perf_counter() - t3)
         self.stats.outputs.append(time.monotonic())
         self.stats.count('processed')
+        return True
 
     def _extrinsics(self, header):
         """T_base_optical at the image stamp: tf2 when available, else the parameters."""
@@ -305,15 +352,18 @@ class PanopticNode(Node):
                                       throttle_duration_sec=5.0)
             return None
         q, t = tf.transform.rotation, tf.transform.translation
-        x, y, z, w = q.x, q.y, q.z, q.w
-        T = np.eye(4)
-        T[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
-        T[:3, 3] = (t.x, t.y, t.z)
-        return T
+        try:
+            return transform_from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except ValueError as exc:
+            self.stats.count('occupancy_skipped_no_tf')
+            self.get_logger().warning(f'transform {s.grid.frame_id} <- {header.frame_id}: '
+                                      f'{exc}', throttle_duration_sec=5.0)
+            return None
 
-    def _projector(self, header, image_size):
+    def _projector(self, header, image_size, original_size):
+        """The occupancy projector for this camera model, extrinsics and image size (built
+        when one of them changes). camera_info describes the image as sent (original_size);
+        an image resized by the node gets correspondingly scaled intrinsics."""
         info = self.camera_info
         if info is None:
             self.stats.count('occupancy_skipped_camera_info')
@@ -321,21 +371,25 @@ class PanopticNode(Node):
                                       'positions disabled, other outputs continue',
                                       throttle_duration_sec=10.0)
             return None
-        if (info.height, info.width) != tuple(image_size):
+        if (info.height, info.width) != tuple(original_size):
             self.stats.count('occupancy_skipped_camera_info')
             self.get_logger().warning(
                 f'camera_info is {info.width}x{info.height} but the image is '
-                f'{image_size[1]}x{image_size[0]}: occupancy disabled for this frame',
+                f'{original_size[1]}x{original_size[0]}: occupancy disabled for this frame',
                 throttle_duration_sec=10.0)
             return None
         T = self._extrinsics(header)
         if T is None:
             return None
-        key = (tuple(info.k), tuple(info.d), tuple(image_size), np.round(T, 4).tobytes())
+        key = (tuple(info.k), tuple(info.d), tuple(image_size), tuple(original_size),
+               np.round(T, 4).tobytes())
         if key != self.projector_key:
+            K = scale_intrinsics(np.asarray(info.k).reshape(3, 3),
+                                 image_size[1] / original_size[1],
+                                 image_size[0] / original_size[0])
             try:
                 self.projector = OccupancyProjector(
-                    np.asarray(info.k).reshape(3, 3), np.asarray(info.d), image_size, T,
+                    K, np.asarray(info.d), image_size, T,
                     self.settings.grid, self.occupancy_config, len(self.classes) + 1)
             except ValueError as exc:
                 self.stats.count('occupancy_skipped_camera_info')
@@ -438,13 +492,13 @@ class PanopticNode(Node):
                 values.append((f'{stage}_ms_p95', f'{np.percentile(samples, 95) * 1e3:.2f}'))
         values += [(k, str(v)) for k, v in sorted(counters.items())]
         status.values = [KeyValue(key=k, value=v) for k, v in values]
-        failures = counters.get('failed_pipeline_exception', 0)
-        if in_rate > 0 and out_rate < self.settings.min_output_rate:
+        failing = counters.get('consecutive_failures', 0)
+        if failing >= self.settings.max_consecutive_failures:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'the last {failing} frames failed in the pipeline'
+        elif in_rate > 0 and out_rate < self.settings.min_output_rate:
             status.level = DiagnosticStatus.WARN
             status.message = f'output rate {out_rate:.1f} Hz below {self.settings.min_output_rate}'
-        elif failures and failures >= counters.get('processed', 0):
-            status.level = DiagnosticStatus.ERROR
-            status.message = f'{failures} frames failed'
         else:
             status.level = DiagnosticStatus.OK
             status.message = 'ok' if in_rate > 0 else 'waiting for images'
@@ -466,10 +520,10 @@ def main(args=None):
     try:
         node = PanopticNode()
         rclpy.spin(node)
-    except (ParameterException, CheckpointError) as exc:
+    except (ParameterException, CheckpointError, BackendUnavailable) as exc:
         print(f'panoptic_node: {exc}', file=sys.stderr)
         code = 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, SIGTERM
         pass
     except Exception as exc:   # start-up faults: a message, a non-zero exit
         print(f'panoptic_node: {type(exc).__name__}: {exc}', file=sys.stderr)
