@@ -166,10 +166,16 @@ class OccupancyProjector:
         for cid, role in config.roles.items():
             self.role[int(cid)] = ROLES[role]
             self.cost[int(cid)] = config.costs.get(cid, config.default_cost)
+        # panoptic id -> role in one lookup (ids beyond the table take the last category's
+        # role, negative ids void, as category clipping would)
+        self.id_role = np.repeat(self.role, config.label_divisor)
         # ground point of every pixel centre (NaN above the horizon)
         v, u = np.mgrid[0:height, 0:width]
         ground = pixels_to_ground(np.stack([u.ravel(), v.ravel()], 1), self.K, self.D, self.T)
         self.pixel_ground = ground.reshape(height, width, 2).astype(np.float32)
+        # rows above this one see no ground: no contact can lie there
+        rows = np.nonzero(np.isfinite(self.pixel_ground[..., 0]).any(1))[0]
+        self.contact_row0 = max(0, int(rows[0]) - 1) if len(rows) else height
         # pixel of every cell centre; cells out of view / out of range get pixel -1
         cx, cy = (c.ravel() for c in grid.cell_centres())
         uv, depth = ground_to_pixels(np.stack([cx, cy], 1), self.K, self.D, self.T)
@@ -208,22 +214,26 @@ class OccupancyProjector:
                              f'{self.image_size}')
         divisor = self.config.label_divisor
         g = self.grid
-        category = panoptic // divisor
-        np.clip(category, 0, len(self.role) - 1, out=category)
-        role = self.role[category]
+        # only rows that can see ground (and the one above them) are looked at per pixel
+        r0 = self.contact_row0
+        role = np.take(self.id_role, panoptic[r0:], mode='clip')
+        role_flat = np.empty(panoptic.size, np.int8)   # rows above r0: no ground anyway
+        role_flat[:r0 * panoptic.shape[1]] = ROLE_IGNORE
+        role_flat[r0 * panoptic.shape[1]:] = role.ravel()
         # 1. cells by the class seen at their pixel
         out = np.full(g.height * g.width, UNKNOWN, np.int8)
-        seen = role.ravel()[self.view_pixels]
+        seen = role_flat[self.view_pixels]
         values = np.full(seen.shape, UNKNOWN, np.int8)
         values[seen == ROLE_FREE] = FREE
         cost_cells = seen == ROLE_COST
-        values[cost_cells] = self.cost[category.ravel()[self.view_pixels[cost_cells]]]
+        category = np.clip(panoptic.ravel()[self.view_pixels[cost_cells]] // divisor, 0,
+                           len(self.cost) - 1)
+        values[cost_cells] = self.cost[category]
         out[self.view_cells] = values
         ground_pixel = (role == ROLE_FREE) | (role == ROLE_COST)
         # 2. contact pixels: obstacle pixel with ground directly below
-        contact = np.zeros_like(ground_pixel)
-        contact[:-1] = (role[:-1] == ROLE_OBSTACLE) & ground_pixel[1:]
-        v, u = np.nonzero(contact)
+        v, u = np.nonzero((role[:-1] == ROLE_OBSTACLE) & ground_pixel[1:])
+        v += r0
         # the contact point is the ground point at the lower edge of the obstacle pixel
         below = self.pixel_ground[v + 1, u].astype(np.float64)
         at = self.pixel_ground[v, u].astype(np.float64)
@@ -274,7 +284,8 @@ class OccupancyProjector:
                 behind |= hull_mask.ravel().astype(bool)
             # behind the contact, a cell whose own pixel shows ground is not the obstacle's
             pix = self.cell_pixel
-            shows_ground = (pix >= 0) & ground_pixel.ravel()[np.maximum(pix, 0)]
+            pix_role = role_flat[np.maximum(pix, 0)]
+            shows_ground = (pix >= 0) & ((pix_role == ROLE_FREE) | (pix_role == ROLE_COST))
             occupied |= behind & ~shows_ground
             out[occupied] = OCCUPIED
             # 3. per-thing ground position: mean contact point
