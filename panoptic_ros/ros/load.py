@@ -75,7 +75,11 @@ def publish_main(args):
     from panoptic_ros.ros.messages import camera_info_msg
     from sensor_msgs.msg import CompressedImage
 
-    config = SimConfig(width=args.width, height=args.height)
+    # one camera (as on a robot): intrinsics and pose fixed; the pose is panoptic_node's
+    # default camera_xyz / camera_rpy, so the occupancy grid is the real one
+    config = SimConfig(width=args.width, height=args.height, vertical_fov_deg=(60.0, 60.0),
+                       camera_height=(1.0, 1.0), camera_pitch_deg=(11.459, 11.459),
+                       camera_roll_deg=(0.0, 0.0))
     frames = [render_random_frame(args.seed + k, config) for k in range(args.distinct)]
     rclpy, node = _init('load_publisher')
     if args.compressed:
@@ -134,7 +138,18 @@ def record_main(args):
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
             records.setdefault(topic, []).append((stamp, now))
         return on_msg
+    diagnostics = {}
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name.startswith('panoptic_node'):
+                diagnostics.update({v.key: v.value for v in status.values},
+                                   level=int.from_bytes(status.level, 'little')
+                                   if isinstance(status.level, bytes) else int(status.level),
+                                   message=status.message)
     if args.kind == 'panoptic':
+        from diagnostic_msgs.msg import DiagnosticArray
+        node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
         from nav_msgs.msg import OccupancyGrid
         from panoptic_ros.msg import DetectionArray, PanopticSegmentation
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -156,6 +171,7 @@ def record_main(args):
         if not ready and all(node.count_publishers(s.topic_name) > 0 for s in subs):
             ready = True
             Path(args.out + '.ready').write_text('ready')
+    records['_diagnostics'] = diagnostics   # the node's last /diagnostics values
     Path(args.out).write_text(json.dumps(records))
     node.destroy_node()
     rclpy.shutdown()
@@ -191,7 +207,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
     Returns a dict: sent, received (per topic, measured window only), fps (panoptic or
     image/out outputs per second of the measured window), ages (seconds, list), p50/p95/max
     age, cpu_percent of the node over the window (100 = one core), rss_mb at start / end
-    of the window and its samples.
+    of the window and its samples, and the node's last /diagnostics values (panoptic).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +251,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
     records = json.loads(out.read_text())
+    diagnostics = records.pop('_diagnostics', {})
     start = sent['first_measured']
     topic = 'panoptic' if kind == 'panoptic' else 'image/out'
     measured = {t: [(s, r) for s, r in v if s >= start - 1e-6] for t, v in records.items()}
@@ -252,7 +269,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
               'ages': ages, 'cpu_percent': cpu,
               'rss_mb_start': window[0][2] if window else float('nan'),
               'rss_mb_end': window[-1][2] if window else float('nan'),
-              'rss_mb': [x[2] for x in samples]}
+              'rss_mb': [x[2] for x in samples], 'diagnostics': diagnostics}
     result.update(summarize_ages(ages))
     return result
 
