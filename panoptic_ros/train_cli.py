@@ -138,7 +138,13 @@ def plot_curves(history, path):
 def hardware():
     if torch.cuda.is_available():
         return f'{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}'
-    return f'CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores'
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
+    except (OSError, StopIteration):
+        pass
+    return f'CPU {cpu}, {os.cpu_count()} cores'
 
 
 def validate(model, config, device, limit):
@@ -298,13 +304,16 @@ def train(config, resume=False, command=''):
         best = out / 'best.safetensors'
         source = best if best.is_file() else out / 'last.safetensors'
         model, _ = load_checkpoint(source)
+        # the validation record of the exported weights: the best epoch's, or the last one
+        chosen = max(history['val'], key=lambda v: v['pq']) if best.is_file() and \
+            history['val'] else (history['val'][-1] if history['val'] else None)
         info = {'command': command, 'data': {k: d[k] for k in ('root', 'train_split')},
                 'train_images': len(dataset), 'epochs': t['epochs'], 'iterations': step,
                 'batch_size': t['batch_size'], 'world_size': int(os.environ.get('WORLD_SIZE',
                                                                                 '1')),
                 'training_seconds': round(history.get('seconds', 0.0), 1),
                 'hardware': hardware(), 'torch': torch.__version__,
-                'validation': history['val'][-1] if history['val'] else None}
+                'exported': source.name, 'validation': chosen}
         save_checkpoint(config['export_to'], model, info)
         print(f'exported {source} to {config["export_to"]}')
     return history
