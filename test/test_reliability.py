@@ -414,7 +414,7 @@ def test_overload_drops_at_the_input_and_bounds_the_age(ros_env, tmp_path):
     bound = 2 * (1.0 / rate) + processing_loaded
     assert loaded['p95_ms'] / 1e3 < bound, (summary, bound)
     third = len(loaded['ages']) // 3   # bounded, not growing: the last third is no older
-    assert max(loaded['ages'][-third:]) < bound, (loaded['ages'][-third:], bound)
+    assert np.percentile(loaded['ages'][-third:], 95) < bound, (loaded['ages'][-third:], bound)
     # frames were dropped at the input (not queued): outputs well below inputs
     assert loaded['received']['panoptic'] < 0.8 * loaded['sent'], summary
     assert loaded['received']['panoptic'] > 0.25 * loaded['sent'], summary
