@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common import machine_description, write_result
-from panoptic_ros.core.backends import make_backend
+from panoptic_ros.core.backends import configure_torch_threads, make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import FramePipeline
@@ -59,6 +59,7 @@ def main():
     for name in args.backends:
         backend = make_backend(name, copy.deepcopy(model), args.device,
                                cache_dir=Path('.cache'), threads=args.threads)
+        configure_torch_threads(backend, args.threads)   # as panoptic_node does
         pipeline = FramePipeline(backend)
         x, _ = pipeline.preprocess(rgb)
         net = timed(lambda: backend(x), args.repeats, sync)

@@ -28,7 +28,8 @@ PARAMETERS = {
     'device': ('cpu', "'cpu' or 'cuda' ('cuda' falls back to the CPU unless strict_device)"),
     'strict_device': (False, 'fail at start-up instead of falling back to the CPU'),
     'half': (False, 'fp16 on CUDA (torch backends)'),
-    'threads': (0, 'CPU threads for the network, 0 = library default'),
+    'threads': (0, 'CPU threads for the network, 0 = library default (PyTorch runs the head '
+                   'on 1 thread when onnxruntime or tensorrt runs the network)'),
     'cache_dir': ('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
                       'panoptic_ros'),
     'score_threshold': (0.4, 'detection confidence threshold (0..1)'),

@@ -42,7 +42,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from panoptic_ros.core.backends import BackendUnavailable, make_backend
+from panoptic_ros.core.backends import (BackendUnavailable, configure_torch_threads,
+                                        make_backend)
 from panoptic_ros.core.camera_model import (camera_info_problem, scale_intrinsics,
                                             transform_from_quaternion)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint
@@ -116,13 +117,11 @@ class PanopticNode(Node):
             raise ParameterException(str(exc), list(params)) from exc
         log = self.get_logger()
         # network and pipeline (start-up faults end here with a message naming the file)
-        if s.threads:
-            import torch
-            torch.set_num_threads(s.threads)
         model, meta = load_checkpoint(s.model_path)
         self.model_name = s.model_path.name
         backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
                                s.strict_device, threads=s.threads or None)
+        configure_torch_threads(backend, s.threads)
         self.pipeline = FramePipeline(backend, s.decode, s.head)
         self.classes = list(model.config.classes)
         self.is_thing = list(model.config.is_thing)
