@@ -394,10 +394,10 @@ def test_overload_drops_at_the_input_and_bounds_the_age(ros_env, tmp_path):
     proc = subprocess.Popen(cmd, env=ros_env, stdout=open(tmp_path / 'node.log', 'w'),
                             stderr=subprocess.STDOUT)
     try:
-        calm = run_load(proc, ros_env, tmp_path / 'calm', 640, 480, rate=2.0, frames=10,
-                        warmup=3)
-        processing = calm['p50_ms'] / 1e3
-        rate = 2.0 / processing
+        # the rate the node can process: its output FPS under a saturating 30 Hz camera
+        calm = run_load(proc, ros_env, tmp_path / 'calm', 640, 480, rate=30.0, frames=90,
+                        warmup=10)
+        rate = 2.0 * calm['fps']
         loaded = run_load(proc, ros_env, tmp_path / 'loaded', 640, 480, rate=rate,
                           frames=int(rate * 20), warmup=5)
     finally:
@@ -407,7 +407,7 @@ def test_overload_drops_at_the_input_and_bounds_the_age(ros_env, tmp_path):
     (tmp_path / 'overload.json').write_text(json.dumps(
         {'calm': {k: v for k, v in calm.items() if k not in ('ages', 'rss_mb')},
          'loaded': summary}, indent=1))
-    assert calm['received']['panoptic'] == 10
+    assert calm['received']['panoptic'] > 0
     # saturated, the worker is never idle: its output period is its processing time under
     # this load (slower than calm: the executor thread deserialises every input image)
     processing_loaded = 1.0 / loaded['fps']
