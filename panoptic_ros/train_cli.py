@@ -17,7 +17,6 @@ import json
 import math
 import os
 from pathlib import Path
-import platform
 import shutil
 import sys
 import time
@@ -34,6 +33,7 @@ from panoptic_ros.core.data import CocoPanopticDataset, collate
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.losses import LossWeights, PanopticLoss
+from panoptic_ros.core.machine import cpu_model
 from panoptic_ros.core.model import (
     load_encoder_weights, mobilenet_v2_imagenet_state_dict, ModelConfig, SingleShotPanoptic)
 
@@ -138,13 +138,7 @@ def plot_curves(history, path):
 def hardware():
     if torch.cuda.is_available():
         return f'{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}'
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
-    return f'CPU {cpu}, {os.cpu_count()} cores'
+    return f'CPU {cpu_model()}, {os.cpu_count()} cores'
 
 
 def validate(model, config, device, limit):

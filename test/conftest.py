@@ -13,6 +13,18 @@ PROCS = TEST_DIR / 'procs'
 
 
 @pytest.fixture(scope='session')
+def model_path(tmp_path_factory):
+    """An untrained checkpoint of the light architecture (seed 0) for node tests."""
+    import torch
+    from panoptic_ros.core.checkpoint import save_checkpoint
+    from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'dev.safetensors'
+    save_checkpoint(path, SingleShotPanoptic(default_model_config()))
+    return path
+
+
+@pytest.fixture(scope='session')
 def ros_domain_id():
     """One ROS_DOMAIN_ID for this whole pytest run, chosen at random."""
     return pick_domain_id()

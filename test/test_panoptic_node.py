@@ -16,24 +16,14 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from panoptic_ros.core.camera_model import camera_info_dict, camera_pose_in_base
-from panoptic_ros.core.checkpoint import save_checkpoint
-from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
+from panoptic_ros.core.model import default_model_config
 from panoptic_ros.core.occupancy import GridConfig, OccupancyProjector
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 rclpy = pytest.importorskip('rclpy')
-
-
-@pytest.fixture(scope='module')
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'dev.safetensors'
-    save_checkpoint(path, SingleShotPanoptic(default_model_config()))
-    return path
 
 
 @pytest.fixture(scope='module')
