@@ -7,10 +7,8 @@ a missing source and a calibration without camera_matrix stop the node with exit
 a message naming them. Does not verify USB devices (none here) or the publishing rate.
 """
 
-import os
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 rclpy = pytest.importorskip('rclpy')
+from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
 
 NODE = [sys.executable, '-m', 'panoptic_ros.ros.camera_node', '--ros-args']
 K = [200.0, 0.0, 79.5, 0.0, 210.0, 59.5, 0.0, 0.0, 1.0]
@@ -51,26 +50,19 @@ def receive(env, args, count, timeout=60):
     """Start camera_node with args; collect `count` images and camera_infos; kill it."""
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
-    saved = dict(os.environ)
-    os.environ.update(env)
-    rclpy.init()
-    node = rclpy.create_node('camera_node_test')
     images, infos = [], []
-    node.create_subscription(Image, 'image', images.append, qos_profile_sensor_data)
-    node.create_subscription(CameraInfo, 'camera_info', infos.append, qos_profile_sensor_data)
-    proc = subprocess.Popen(NODE + args, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while len(images) < count and time.monotonic() < deadline and proc.poll() is None:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    finally:
-        proc.kill()
-        log = proc.communicate()[0]
-        node.destroy_node()
-        rclpy.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
+    with rclpy_node(env, 'camera_node_test') as node:
+        node.create_subscription(Image, 'image', images.append, qos_profile_sensor_data)
+        node.create_subscription(CameraInfo, 'camera_info', infos.append,
+                                 qos_profile_sensor_data)
+        proc = subprocess.Popen(NODE + args, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            spin_until(node, lambda: len(images) >= count or proc.poll() is not None,
+                       timeout)
+        finally:
+            proc.kill()
+            log = proc.communicate()[0]
     return images, infos, log
 
 

@@ -12,7 +12,6 @@ end in a short mode. The network is an untrained checkpoint of the light archite
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 rclpy = pytest.importorskip('rclpy')
+from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
 
 
 @pytest.fixture(scope='module')
@@ -42,23 +42,8 @@ def start_node(model_path, env, tmp_path, *extra):
 
 @pytest.fixture
 def ros_node(ros_env):
-    import os
-    saved = dict(os.environ)
-    os.environ.update(ros_env)
-    rclpy.init()
-    node = rclpy.create_node('panoptic_node_test')
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def spin_until(node, done, timeout):
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return done()
+    with rclpy_node(ros_env, 'panoptic_node_test') as node:
+        yield node
 
 
 def test_outputs_stamps_ids_and_grid(model_path, frame, ros_env, ros_node, tmp_path):

@@ -15,12 +15,12 @@ Does not verify: the tf2 lookup (tf2_ros is not installable here), hour-long soa
 (benchmarks/soak.py), GPU out-of-memory.
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 rclpy = pytest.importorskip('rclpy')
+from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
 
 PROCS = Path(__file__).resolve().parent / 'procs'
 
@@ -71,16 +72,13 @@ class Client:
     """The test's side of the DDS conversation: publishers, output and diagnostics records."""
 
     def __init__(self, env, depth=10, compressed=False):
-        import os
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from panoptic_ros.msg import DetectionArray, PanopticSegmentation
-        self.saved = dict(os.environ)
-        os.environ.update(env)
-        rclpy.init()
-        self.node = rclpy.create_node('reliability_test')
+        self.session = contextlib.ExitStack()
+        self.node = self.session.enter_context(rclpy_node(env, 'reliability_test'))
         reliable = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(
             CompressedImage if compressed else Image,
@@ -100,17 +98,10 @@ class Client:
                                       self.diagnostics.append, 10)
 
     def close(self):
-        import os
-        self.node.destroy_node()
-        rclpy.shutdown()
-        os.environ.clear()
-        os.environ.update(self.saved)
+        self.session.close()
 
     def spin_until(self, done, timeout):
-        deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
-            rclpy.spin_once(self.node, timeout_sec=0.02)
-        return done()
+        return spin_until(self.node, done, timeout)
 
     def wait_for_node(self, proc, tmp_path, timeout=120):
         ok = self.spin_until(lambda: proc.poll() is not None or (

@@ -107,10 +107,8 @@ def check_image(msg, desired_encoding='passthrough'):
     the defect) when image_to_numpy(msg, desired_encoding) would fail on the layout.
     """
     _check_layout(int(msg.height), int(msg.width), int(msg.step), len(msg.data), msg.encoding)
-    if desired_encoding not in ('passthrough', msg.encoding) and \
-            msg.encoding not in _COLOR_ORDER and msg.encoding not in ('yuv422', 'yuv422_yuy2'):
-        raise ImageFormatError('encoding', f'cannot convert from encoding {msg.encoding!r} to '
-                                           f'{desired_encoding!r}')
+    if desired_encoding not in ('passthrough', msg.encoding):
+        _check_convertible(msg.encoding, desired_encoding)
 
 
 def image_to_numpy(msg, desired_encoding='passthrough'):
@@ -147,24 +145,35 @@ def image_to_numpy(msg, desired_encoding='passthrough'):
     return convert_encoding(array, msg.encoding, desired_encoding)
 
 
-def convert_encoding(array, src_encoding, dst_encoding):
-    """Convert an array between colour / mono encodings as cv_bridge's cvtColor does."""
-    if src_encoding == dst_encoding:
-        return array
+def _check_convertible(src_encoding, dst_encoding):
+    """The colour order of dst_encoding, if convert_encoding can convert src to it.
+
+    Raises ValueError for a target that is not a colour / mono encoding, ImageFormatError
+    ('encoding') for an unknown source or one without a colour meaning (e.g. 32FC1, 8UC3).
+    """
     dst_order = _COLOR_ORDER.get(dst_encoding)
     if dst_order is None:
         raise ValueError(f'cannot convert to encoding {dst_encoding!r}: only '
                          f'{sorted(_COLOR_ORDER)} are conversion targets')
+    encoding_layout(src_encoding)
+    if src_encoding not in _COLOR_ORDER and src_encoding not in ('yuv422', 'yuv422_yuy2'):
+        raise ImageFormatError('encoding', f'cannot convert from encoding '
+                                           f'{src_encoding!r} to {dst_encoding!r}')
+    return dst_order
+
+
+def convert_encoding(array, src_encoding, dst_encoding):
+    """Convert an array between colour / mono encodings as cv_bridge's cvtColor does."""
+    if src_encoding == dst_encoding:
+        return array
+    dst_order = _check_convertible(src_encoding, dst_encoding)
     src_dtype, _ = encoding_layout(src_encoding)
     dst_dtype, _ = encoding_layout(dst_encoding)
     if src_encoding in ('yuv422', 'yuv422_yuy2'):
         array = cv2.cvtColor(np.ascontiguousarray(array),
                              _YUV_TO[(src_encoding, dst_order)])
     else:
-        src_order = _COLOR_ORDER.get(src_encoding)
-        if src_order is None:
-            raise ImageFormatError('encoding', f'cannot convert from encoding '
-                                   f'{src_encoding!r} to {dst_encoding!r}')
+        src_order = _COLOR_ORDER[src_encoding]
         if src_order != dst_order:
             code = getattr(cv2, f'COLOR_{src_order}2{dst_order}')
             array = cv2.cvtColor(np.ascontiguousarray(array), code)

@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
-PANOPTIC_TOPICS = ('panoptic', 'detections', 'occupancy')
 
 
 # ---- process measurements (no ROS) ------------------------------------------------------------
@@ -230,7 +229,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
             _role('publish', '--width', width, '--height', height, '--rate', rate, '--frames',
                   frames, '--warmup', warmup, *(['--compressed'] if compressed else [])),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        samples, window = [], None
+        samples = []
         while publisher.poll() is None:
             if node_proc.poll() is not None:
                 raise RuntimeError(f'node died under load with code {node_proc.returncode}')
