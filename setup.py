@@ -20,6 +20,7 @@ setup(
             'panoptic-ros-train = panoptic_ros.train_cli:main',
             'sim_camera_node = panoptic_ros.ros.sim_camera_node:main',
             'panoptic_node = panoptic_ros.ros.panoptic_node:main',
+            'camera_node = panoptic_ros.ros.camera_node:main',
         ],
     },
 )

@@ -1,6 +1,6 @@
 """ros2 launch panoptic_ros camera.launch.py [source:=sim|usb|video|none] [rviz:=true]
                                             [params_file:=...] [video:=PATH] [device:=0]
-                                            [sequence:=PATH]
+                                            [calibration_file:=PATH] [sequence:=PATH]
 
 A camera source, panoptic_node with one parameters file, and optionally rviz2. Arguments
 and conditions only; every node setting lives in the YAML.
@@ -8,8 +8,8 @@ and conditions only; every node setting lives in the YAML.
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition, LaunchConfigurationEquals
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition
+from launch.substitutions import EqualsSubstitution, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -17,6 +17,7 @@ from launch_ros.substitutions import FindPackageShare
 def generate_launch_description():
     share = FindPackageShare('panoptic_ros')
     params_file = LaunchConfiguration('params_file')
+    source = LaunchConfiguration('source')
     return LaunchDescription([
         DeclareLaunchArgument('source', default_value='sim',
                               description='camera source: sim, usb, video or none'),
@@ -34,15 +35,15 @@ def generate_launch_description():
                               description='sim: rendered sequence folder (empty: live)'),
         Node(package='panoptic_ros', executable='sim_camera_node', name='sim_camera',
              parameters=[{'sequence': LaunchConfiguration('sequence')}],
-             condition=LaunchConfigurationEquals('source', 'sim')),
+             condition=IfCondition(EqualsSubstitution(source, 'sim'))),
         Node(package='panoptic_ros', executable='camera_node', name='camera',
              parameters=[{'source': LaunchConfiguration('device'),
                           'calibration_file': LaunchConfiguration('calibration_file')}],
-             condition=LaunchConfigurationEquals('source', 'usb')),
+             condition=IfCondition(EqualsSubstitution(source, 'usb'))),
         Node(package='panoptic_ros', executable='camera_node', name='camera',
              parameters=[{'source': LaunchConfiguration('video'),
                           'calibration_file': LaunchConfiguration('calibration_file')}],
-             condition=LaunchConfigurationEquals('source', 'video')),
+             condition=IfCondition(EqualsSubstitution(source, 'video'))),
         Node(package='panoptic_ros', executable='panoptic_node', name='panoptic_node',
              parameters=[params_file], output='screen'),
         Node(package='rviz2', executable='rviz2', name='rviz2',

@@ -1,0 +1,225 @@
+"""launch/camera.launch.py: what it names exists, and, where ROS 2's `launch` is installed,
+`ros2 launch panoptic_ros camera.launch.py` starts what it should.
+
+Verifies (always): the file is arguments and conditions only (imports from launch and
+launch_ros, no other code); every panoptic_ros executable it starts is installed by
+CMakeLists.txt and is a console script; every file it joins onto the package share exists;
+every LaunchConfiguration it reads is declared, and every declared argument is documented in
+its docstring; each `source:=` value it documents starts one camera node.
+Verifies (when launch, launch_ros and ros2launch import; skipped in the pip environment, where
+they cannot be installed): the package built into an install prefix as colcon would, then
+ros2launch's own `launch_a_launch_file` (what `ros2 launch` calls) with `source:=sim` starts
+sim_camera and panoptic_node, panoptic labels and an occupancy grid arrive over DDS with the
+camera's frame ids, and Ctrl-C (SIGINT) ends every process with exit 0; `source:=none`
+starts panoptic_node alone; `source:=video video:=FOLDER` starts camera_node on an image
+folder. Does not verify: rviz2 (`rviz:=true`).
+"""
+
+import ast
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ament_prefix import build_install_prefix, prefix_env
+from ros_session import rclpy_node, spin_until
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'camera.launch.py'
+CAMERAS = {'sim': 'sim_camera_node', 'usb': 'camera_node', 'video': 'camera_node'}
+
+
+def _calls(tree, name):
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == name]
+
+
+def _keywords(call):
+    return {k.arg: k.value for k in call.keywords}
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+def test_launch_file_names_what_the_package_installs():
+    text = LAUNCH_FILE.read_text()
+    tree = ast.parse(text)
+    # Arguments and conditions only: imports from launch / launch_ros and one function.
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            assert node.module.split('.')[0] in ('launch', 'launch_ros'), node.module
+        else:
+            assert isinstance(node, (ast.FunctionDef, ast.Expr)), ast.dump(node)[:80]
+    [function] = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert function.name == 'generate_launch_description'
+    assert isinstance(function.body[-1], ast.Return)
+
+    cmake = (ROOT / 'CMakeLists.txt').read_text()
+    setup = (ROOT / 'setup.py').read_text()
+    started = {}
+    for call in _calls(tree, 'Node'):
+        kw = _keywords(call)
+        package, executable = _literal(kw['package']), _literal(kw['executable'])
+        if package != 'panoptic_ros':
+            continue
+        assert (ROOT / 'scripts' / 'ros2' / executable).is_file(), executable
+        assert f'scripts/ros2/{executable}' in cmake, f'{executable} not installed by CMake'
+        assert f"'{executable} = panoptic_ros.ros.{executable}:main'" in setup, \
+            f'{executable} is not a console script'
+        # condition=IfCondition(EqualsSubstitution(source, 'sim')) or none
+        condition = kw.get('condition')
+        if condition is None:
+            started.setdefault(None, set()).add(executable)
+            continue
+        [equals] = condition.args
+        assert condition.func.id == 'IfCondition' and equals.func.id == 'EqualsSubstitution'
+        assert equals.args[0].id == 'source'
+        started.setdefault(_literal(equals.args[1]), set()).add(executable)
+    assert started.pop(None) == {'panoptic_node'}          # always started
+    assert {s: e for s, [e] in started.items()} == CAMERAS  # one camera per source
+
+    # Files joined onto the share directory exist in the source tree (installed from it).
+    for call in _calls(tree, 'PathJoinSubstitution'):
+        parts = call.args[0].elts
+        if isinstance(parts[0], ast.Name) and parts[0].id == 'share':
+            relative = Path(*[_literal(p) for p in parts[1:]])
+            assert (ROOT / relative).is_file(), relative
+            assert f'{relative.parts[0]}' in cmake
+
+    declared = {_literal(c.args[0]) for c in _calls(tree, 'DeclareLaunchArgument')}
+    used = {_literal(c.args[0]) for c in _calls(tree, 'LaunchConfiguration')}
+    assert used <= declared, used - declared
+    docstring = ast.get_docstring(tree)
+    for name in declared:
+        assert f'{name}:=' in docstring, f'argument {name} not in the docstring'
+    for source in list(CAMERAS) + ['none']:
+        assert source in docstring
+
+
+LAUNCH = ('import sys\n'
+          'from ros2launch.api import get_share_file_path_from_package, launch_a_launch_file\n'
+          "path = get_share_file_path_from_package(package_name='panoptic_ros',\n"
+          "                                        file_name='camera.launch.py')\n"
+          'sys.exit(launch_a_launch_file(launch_file_path=path,\n'
+          '                              launch_file_arguments=sys.argv[1:],\n'
+          '                              noninteractive=True))\n')
+
+
+def _launch_available():
+    try:
+        import launch  # noqa: F401
+        import launch_ros  # noqa: F401
+        import ros2launch.api  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which('cmake') is not None
+
+
+@pytest.fixture(scope='module')
+def install_prefix(tmp_path_factory):
+    return build_install_prefix(tmp_path_factory.mktemp('prefix'))
+
+
+def _start_launch(install, ros_env, log_path, *arguments):
+    env = prefix_env(install, ros_env)
+    log = open(log_path, 'w')
+    proc = subprocess.Popen([sys.executable, '-c', LAUNCH, *arguments], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return proc
+
+
+def _stop(proc, log_path):
+    """SIGINT to the launch process (Ctrl-C); returns its exit code, the log tail on failure."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Every process it started has ended with it (same session).
+    deadline = time.monotonic() + 10
+    while _session_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _session_alive(proc.pid), 'processes of the launch outlived it'
+    return code
+
+
+def _session_alive(sid):
+    for status in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = status.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != 'Z':  # session id; zombies do not count
+            return True
+    return False
+
+
+def _run_launch(install, ros_env, log_path, arguments, want_outputs):
+    """Launch with `arguments`, wait for panoptic_node (and, with want_outputs, one panoptic
+    and one occupancy message), Ctrl-C it. Returns (messages, node names, exit code, log)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from nav_msgs.msg import OccupancyGrid
+    from panoptic_ros.msg import PanopticSegmentation
+
+    proc = _start_launch(install, ros_env, log_path, *arguments)
+    got = {}
+    try:
+        with rclpy_node(ros_env, 'launch_probe') as node:
+            for topic, kind in (('panoptic', PanopticSegmentation), ('occupancy', OccupancyGrid)):
+                node.create_subscription(kind, topic, lambda m, t=topic: got.setdefault(t, m),
+                                         qos_profile_sensor_data)
+            if want_outputs:
+                spin_until(node, lambda: len(got) == 2 or proc.poll() is not None, 240)
+            else:
+                spin_until(node, lambda: 'panoptic_node' in node.get_node_names()
+                           or proc.poll() is not None, 120)
+                spin_until(node, lambda: False, 3)  # time for any other node to appear
+            names = set(node.get_node_names())
+    finally:
+        code = _stop(proc, log_path)
+    return got, names, code, log_path.read_text()[-3000:]
+
+
+@pytest.mark.skipif(not _launch_available(), reason='launch / launch_ros / ros2launch are not '
+                    'installed (the pip environment has none; a ROS 2 install has them)')
+def test_ros2_launch_starts_camera_and_node(install_prefix, ros_env, tmp_path):
+    import cv2
+    import numpy as np
+
+    got, names, code, log = _run_launch(install_prefix, ros_env, tmp_path / 'sim.log',
+                                        ['source:=sim'], want_outputs=True)
+    assert set(got) == {'panoptic', 'occupancy'}, log
+    assert {'sim_camera', 'panoptic_node'} <= names, (names, log)
+    assert got['panoptic'].header.frame_id == 'camera_optical'
+    assert got['occupancy'].header.frame_id == 'base_link'
+    assert code == 0, log
+
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(folder / f'{k:03d}.png'), np.full((240, 320, 3), 60 * k, np.uint8))
+    got, names, code, log = _run_launch(install_prefix, ros_env, tmp_path / 'video.log',
+                                        ['source:=video', f'video:={folder}'],
+                                        want_outputs=True)
+    assert set(got) == {'panoptic', 'occupancy'}, log
+    assert {'camera', 'panoptic_node'} <= names and 'sim_camera' not in names, (names, log)
+    assert (got['panoptic'].label.width, got['panoptic'].label.height) == (320, 240)
+    assert code == 0, log
+
+    got, names, code, log = _run_launch(install_prefix, ros_env, tmp_path / 'none.log',
+                                        ['source:=none'], want_outputs=False)
+    assert 'panoptic_node' in names and not names & {'sim_camera', 'camera'}, (names, log)
+    assert not got and code == 0, log
