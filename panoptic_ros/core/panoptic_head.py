@@ -183,13 +183,13 @@ class PanopticHead(torch.nn.Module):
                                            mode='bilinear', align_corners=False)[0]
         elif upsample not in ('labels', 'logits'):
             raise ValueError(f"upsample must be 'labels' or 'logits', got {upsample!r}")
-        # Channels last: reductions over classes and detections run on contiguous memory.
-        sem_hwc = sem_logits.permute(1, 2, 0).float().contiguous()                # [h, w, C]
+        sem_chw = sem_logits.float().contiguous()                                  # [C, h, w]
         # Pixel assignment at the head's resolution: slot map, -1 void.
-        slots = assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid,
-                             self.is_thing, self.stuff_channels, self.thing_channels,
-                             self.config, (out_h, out_w), self.capturable)
-        return _segments_from_slots(slots, sem_hwc, scores, classes, valid,
+        slots, best_stuff_value = assign_slots(
+            sem_chw, center_offsets, boxes, scores, classes, valid, self.is_thing,
+            self.stuff_channels, self.thing_channels, self.config, (out_h, out_w),
+            self.capturable)
+        return _segments_from_slots(slots, sem_chw, best_stuff_value, scores, classes, valid,
                                     self.stuff_channels, self.config.label_divisor,
                                     (out_h, out_w))
 
@@ -226,27 +226,44 @@ def pixel_centres(h, w, image_size, device):
     return x, y
 
 
-def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thing,
+def _first_max(values):
+    """Maximum over dim 0 and the first index that reaches it, for finite values [K, ...].
+
+    The same result as torch.max(values, 0) (ties to the lowest index) from one max-reduction
+    and elementwise arithmetic: an index-returning reduction over a short dim 0 (or a short
+    last dim) is an order of magnitude slower on the CPU. (values - max) is 0 exactly where a
+    value equals the maximum (finite floats), so sign(...) + 1 marks the maxima with 1 and
+    the rest with 0; weighting index k by K - k, the largest weight marks the first maximum.
+    """
+    k = values.shape[0]
+    best = values.amax(0)
+    weight = torch.arange(k, 0, -1, device=values.device, dtype=values.dtype)
+    hits = (values - best).sign_().add_(1).mul_(weight.view((k,) + (1,) * (values.dim() - 1)))
+    return best, k - hits.amax(0).long()
+
+
+def assign_slots(sem_chw, center_offsets, boxes, scores, classes, valid, is_thing,
                  stuff_channels, thing_channels, config, image_size, capturable=True):
     """Assign every pixel a slot: stuff slot s in [0, S), detection slot S + n, or -1 (void).
 
-    Args: sem_hwc float32 [h, w, C] (channels last); capturable: False allows the CPU forms
-    that read a count on the host; the rest as in the module docstring.
-    Returns int64 [h, w]. See the module docstring for the rules.
+    Args: sem_chw float32 [C, h, w], contiguous, finite; capturable: False allows the CPU
+    forms that read a count on the host; the rest as in the module docstring.
+    Returns (slots int64 [h, w], best stuff logit float [h, w]). See the module docstring for
+    the rules.
     """
     num_stuff = stuff_channels.shape[0]
     n = boxes.shape[0]
-    h, w = sem_hwc.shape[:2]
-    x, y = pixel_centres(h, w, tuple(image_size), sem_hwc.device)
+    h, w = sem_chw.shape[1:]
+    x, y = pixel_centres(h, w, tuple(image_size), sem_chw.device)
     boxes = boxes.float()
     # inside_x[w, N], inside_y[h, N]: pixel centres within each box (padding never inside).
     inside_x = (x[:, None] >= boxes[:, 0]) & (x[:, None] <= boxes[:, 2]) & valid
     inside_y = (y[:, None] >= boxes[:, 1]) & (y[:, None] <= boxes[:, 3])
 
-    best_stuff_value, best_stuff = sem_hwc.index_select(-1, stuff_channels).max(-1)  # [h, w]
-    sem_class = sem_hwc.argmax(-1)                                                # [h, w]
+    best_stuff_value, best_stuff = _first_max(sem_chw.index_select(0, stuff_channels))
+    sem_class = _first_max(sem_chw)[1]                                            # [h, w]
     # The CPU forms read counts and box windows on the host: never when capturable.
-    host_reads = not capturable and sem_hwc.device.type == 'cpu'
+    host_reads = not capturable and sem_chw.device.type == 'cpu'
 
     if config.policy == 'paste' and not host_reads:
         own_mask = inside_y[:, None, :] & inside_x[None, :, :] & \
@@ -257,26 +274,26 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
                                              config.paste_overlap, x, y)
     else:
         if config.policy == 'closest_center' and not host_reads:
-            best_det, det_slot = _closest_center(sem_hwc, center_offsets, boxes, classes,
+            best_det, det_slot = _closest_center(sem_chw, center_offsets, boxes, classes,
                                                  inside_x, inside_y, x, y)
         elif config.policy == 'closest_center':
-            best_det, det_slot = _closest_center_by_bits(sem_hwc, center_offsets, boxes,
+            best_det, det_slot = _closest_center_by_bits(sem_chw, center_offsets, boxes,
                                                          classes, inside_x, inside_y,
                                                          thing_channels, x, y)
         else:
-            best_det, det_slot = _first_by_rank(sem_hwc, boxes, scores, classes, inside_x,
+            best_det, det_slot = _first_by_rank(sem_chw, boxes, scores, classes, inside_x,
                                                 inside_y, thing_channels, config.policy)
         # Stuff channels precede detections in the stacked logits: ties go to stuff.
         is_det = best_det > best_stuff_value
 
     slots = torch.where(is_det, det_slot + num_stuff, best_stuff)
     if config.unknowns:
-        slots = torch.where(~is_det & is_thing[sem_class], -1, slots)
+        slots = torch.where(~is_det & is_thing.take(sem_class), -1, slots)
 
     # Instances keeping too little of their own mask are removed (-> void).
     if config.min_kept_fraction > 0:
         won = torch.bincount((slots + 1).flatten(), minlength=num_stuff + n + 1)[1 + num_stuff:]
-        own_area = _own_mask_area(sem_class, classes, inside_x, inside_y, sem_hwc.shape[-1])
+        own_area = _own_mask_area(sem_class, classes, inside_x, inside_y, sem_chw.shape[0])
         drop = won.float() < config.min_kept_fraction * own_area
         slots = torch.where(is_det & drop[det_slot], -1, slots)
 
@@ -284,9 +301,9 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
     if config.stuff_area_fraction > 0:
         stuff_area = torch.bincount((slots + 1).flatten(), minlength=num_stuff + n + 1)[1:]
         small = stuff_area[:num_stuff].float() < config.stuff_area_fraction * h * w   # [S]
-        in_small = (slots >= 0) & (slots < num_stuff) & small[slots.clamp(0, num_stuff - 1)]
+        in_small = (slots >= 0) & (slots < num_stuff) & small.take(slots.clamp(0, num_stuff - 1))
         slots = torch.where(in_small, -1, slots)
-    return slots
+    return slots, best_stuff_value
 
 
 # Detection bit sets: 24 detections per int32 word, so that a float32 sum of distinct bits of
@@ -294,7 +311,8 @@ def assign_slots(sem_hwc, center_offsets, boxes, scores, classes, valid, is_thin
 _BITS_PER_WORD = 24
 
 
-def _candidate_bits(sem_hwc, classes, inside_x, inside_y, thing_channels, rank_of):
+def _candidate_bits(sem_chw, classes, inside_x, inside_y, thing_channels, rank_of,
+                    want_count=False):
     """The detections with the maximal instance-aware logit at every pixel, as bit sets.
 
     Boxes are separable, so the detections covering pixel (r, c) are the bit set
@@ -303,53 +321,53 @@ def _candidate_bits(sem_hwc, classes, inside_x, inside_y, thing_channels, rank_o
     indicators. The candidates are the covering detections of the thing classes whose logit
     is maximal. No [pixels x detections] array is built.
 
-    Returns (best_det float [h, w], -inf where no box covers; candidates int32 [h * w, W];
-    count float [h * w], the number of candidates).
+    Returns (best_det float [h, w], -inf where no box covers; candidates int32 [W, h * w];
+    count float [h * w], the number of candidates, or None unless want_count).
     """
     n = classes.shape[0]
-    device = sem_hwc.device
+    device = sem_chw.device
     words = (n + _BITS_PER_WORD - 1) // _BITS_PER_WORD
     word = rank_of // _BITS_PER_WORD
     bit = torch.bitwise_left_shift(torch.ones_like(rank_of), rank_of % _BITS_PER_WORD).int()
 
-    def pack(member):  # [L, N] bool -> [L, words] int32 bit sets (distinct bits: sum = or)
-        values = torch.where(member, bit, 0)
-        return torch.zeros(member.shape[0], words, dtype=torch.int32,
-                           device=device).index_add_(1, word, values)
+    def pack(member):  # [L, N] bool -> [words, L] int32 bit sets (distinct bits: sum = or)
+        values = torch.where(member, bit, 0).T
+        return torch.zeros(words, member.shape[0], dtype=torch.int32,
+                           device=device).index_add_(0, word, values)
 
     of_class = (classes[:, None] == thing_channels[None, :]).float()               # [N, T]
     # Covering detections per thing class: sum_n Y[r, n] X[c, n] [class n = t].
     counts = inside_y.float()[None] @ (inside_x.T.float()[None] * of_class.T[:, :, None])
     covered = counts > 0                                                          # [T, h, w]
-    thing_logits = sem_hwc.permute(2, 0, 1).index_select(0, thing_channels)       # [T, h, w]
+    thing_logits = sem_chw.index_select(0, thing_channels)                        # [T, h, w]
     value = torch.where(covered, thing_logits, float('-inf'))
     best_det = value.amax(0)
-    tied = (covered & (value == best_det)).flatten(1).T.float()                    # [P, T]
+    tied = (covered & (value == best_det)).flatten(1).float()                      # [T, P]
     # Union of the tied classes' detection bits (disjoint per class: a sum), & covering. A
     # float32 product is exact on the CPU (sums below 2**24); CUDA may round matmul inputs
-    # to TF32, so it sums integers.
-    class_bits = pack(of_class.T > 0)                                             # [T, W]
+    # to TF32, so it sums integers. Word-major [W, P]: reductions over words run over dim 0.
+    class_bits = pack(of_class.T > 0)                                             # [W, T]
     if device.type == 'cpu':
-        tied_bits = (tied @ class_bits.float()).int()                             # [P, W]
+        tied_bits = (class_bits.float() @ tied).int()                             # [W, P]
     else:
-        tied_bits = (tied.int()[:, :, None] * class_bits[None]).sum(1, dtype=torch.int32)
-    covering = pack(inside_y)[:, None, :] & pack(inside_x)[None, :, :]          # [h, w, W]
-    count = (tied * counts.flatten(1).T).sum(1)
-    return best_det, covering.flatten(0, 1) & tied_bits, count
+        tied_bits = (class_bits[:, :, None] * tied.int()[None]).sum(1, dtype=torch.int32)
+    covering = pack(inside_y)[:, :, None] & pack(inside_x)[:, None, :]          # [W, h, w]
+    count = (tied * counts.flatten(1)).sum(0) if want_count else None
+    return best_det, covering.flatten(1) & tied_bits, count
 
 
 def _lowest_rank(bits):
-    """Rank of the lowest set bit of each row of int32 [P, W] bit sets; a large value where
-    the set is empty. int32 throughout: int64 min-reductions are slow on the CPU."""
+    """Rank of the lowest set bit of each column of int32 [W, P] bit sets; a large value
+    where the set is empty. int32 throughout: int64 min-reductions are slow on the CPU."""
     lowest = bits & -bits
     # Exponent field of the float32 value of a power of two below 2**24 = bit index.
     bit_index = (lowest.float().view(torch.int32) >> 23) - 127
-    offsets = torch.arange(bits.shape[1], device=bits.device, dtype=torch.int32)
-    empty = bits.shape[1] * _BITS_PER_WORD
-    return torch.where(bits != 0, bit_index + offsets * _BITS_PER_WORD, empty).amin(-1)
+    offsets = torch.arange(bits.shape[0], device=bits.device, dtype=torch.int32)[:, None]
+    empty = bits.shape[0] * _BITS_PER_WORD
+    return torch.where(bits != 0, bit_index + offsets * _BITS_PER_WORD, empty).amin(0)
 
 
-def _first_by_rank(sem_hwc, boxes, scores, classes, inside_x, inside_y, thing_channels,
+def _first_by_rank(sem_chw, boxes, scores, classes, inside_x, inside_y, thing_channels,
                    policy):
     """highest_confidence / smallest_first: detections are ranked by the policy key (stable:
     equal keys keep detection order) and the candidate of lowest rank wins.
@@ -361,13 +379,13 @@ def _first_by_rank(sem_hwc, boxes, scores, classes, inside_x, inside_y, thing_ch
                                stable=True)
     rank_of = torch.empty_like(rank_order).scatter_(
         0, rank_order, torch.arange(n, device=boxes.device))
-    best_det, candidates, _ = _candidate_bits(sem_hwc, classes, inside_x, inside_y,
+    best_det, candidates, _ = _candidate_bits(sem_chw, classes, inside_x, inside_y,
                                               thing_channels, rank_of)
     winner = _lowest_rank(candidates).view(best_det.shape)
-    return best_det, rank_order[winner.clamp(max=n - 1).long()]
+    return best_det, rank_order.take(winner.clamp(max=n - 1).long())
 
 
-def _closest_center_by_bits(sem_hwc, center_offsets, boxes, classes, inside_x, inside_y,
+def _closest_center_by_bits(sem_chw, center_offsets, boxes, classes, inside_x, inside_y,
                             thing_channels, x, y):
     """closest_center on the CPU: visit each pixel's candidates lowest index first, as many
     rounds as the largest candidate count of the frame (read on the host: free on the CPU,
@@ -378,8 +396,8 @@ def _closest_center_by_bits(sem_hwc, center_offsets, boxes, classes, inside_x, i
     """
     n = boxes.shape[0]
     index = torch.arange(n, device=boxes.device)
-    best_det, remaining, count = _candidate_bits(sem_hwc, classes, inside_x, inside_y,
-                                                 thing_channels, index)
+    best_det, remaining, count = _candidate_bits(sem_chw, classes, inside_x, inside_y,
+                                                 thing_channels, index, want_count=True)
     cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
     cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
     px = (x[None, :] + center_offsets[0].float()).flatten()                      # [P]
@@ -389,20 +407,20 @@ def _closest_center_by_bits(sem_hwc, center_offsets, boxes, classes, inside_x, i
     for _ in range(int(count.max())):  # rounds = most candidates at any pixel (host read)
         rank = _lowest_rank(remaining)
         det = rank.clamp(max=n - 1).long()
-        dx = px - cx[det]
-        dy = py - cy[det]
+        dx = px - cx.take(det)
+        dy = py - cy.take(det)
         dist = dx * dx + dy * dy
         better = (rank < n) & (dist < best_dist)
         best_dist = torch.where(better, dist, best_dist)
         best = torch.where(better, det, best)
         # Clear the visited (lowest) bit: x & (x - 1) in the first non-empty word.
         nonempty = remaining != 0
-        first_word = nonempty & (torch.cumsum(nonempty, 1) == 1)
+        first_word = nonempty & (torch.cumsum(nonempty, 0) == 1)
         remaining = torch.where(first_word, remaining & (remaining - 1), remaining)
     return best_det, best.view(best_det.shape)
 
 
-def _closest_center(sem_hwc, center_offsets, boxes, classes, inside_x, inside_y, x, y):
+def _closest_center(sem_chw, center_offsets, boxes, classes, inside_x, inside_y, x, y):
     """closest_center, capturable form: among the detections with the maximal instance-aware
     logit, the one whose box centre is nearest to (pixel + predicted offset); dense over
     [h, w, N], ties to the lower detection index.
@@ -411,6 +429,7 @@ def _closest_center(sem_hwc, center_offsets, boxes, classes, inside_x, inside_y,
     """
     inside = inside_y[:, None, :] & inside_x[None, :, :]                         # [h, w, N]
     # Instance-aware logits of the detections: their class slice, -inf outside the box.
+    sem_hwc = sem_chw.permute(1, 2, 0).contiguous()                              # [h, w, C]
     det_logits = torch.where(inside, _class_slices(sem_hwc, classes), float('-inf'))
     best_det = det_logits.amax(-1)
     candidates = (det_logits == best_det[..., None]) & inside
@@ -503,8 +522,9 @@ def _upsample_nearest(labels, out_h, out_w, row_src, col_src):
     broadcast copy; other factors: a gather)."""
     h, w = labels.shape
     if out_h % h == 0 and out_w % w == 0:
-        fy, fx = out_h // h, out_w // w
-        return labels[:, None, :, None].expand(h, fy, w, fx).reshape(out_h, out_w)
+        fy, fx = out_h // h, out_w // w   # columns first: one copy of whole rows per factor
+        return labels.repeat_interleave(fx, 1)[:, None].expand(h, fy, out_w).reshape(out_h,
+                                                                                    out_w)
     return labels[row_src[:, None], col_src[None, :]]
 
 
@@ -541,10 +561,11 @@ def _paste_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y):
     return det_slot, taken
 
 
-def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
-                         label_divisor, image_size):
+def _segments_from_slots(slots, sem_chw, best_stuff_value, scores, classes, valid,
+                         stuff_channels, label_divisor, image_size):
     """Panoptic ids, semantic ids and per-slot segment info at image_size from a slot map
-    [h, w] (nearest upsampling; areas, boxes and scores counted at the output resolution)."""
+    [h, w] (nearest upsampling; areas, boxes and scores counted at the output resolution).
+    best_stuff_value [h, w]: the largest stuff logit, the logit of a stuff pixel's class."""
     num_stuff = stuff_channels.shape[0]
     n = scores.shape[0]
     num_slots = num_stuff + n
@@ -569,10 +590,9 @@ def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
     segment_id = torch.where(present, slot_category * label_divisor + slot_instance, VOID)
 
     # Scores: detection score for things, mean softmax probability for stuff.
-    sem_chw = sem_hwc.permute(2, 0, 1)          # a view of the caller's [C, h, w] layout
-    stuff_logit = sem_chw[stuff_channels].flatten(1).gather(
-        0, (flat - 1).clamp(0, num_stuff - 1)[None])[0]                           # [P]
-    prob = torch.exp(stuff_logit - torch.logsumexp(sem_chw, 0).flatten())
+    top = sem_chw.amax(0)
+    log_sum = (sem_chw - top).exp_().sum(0).log_().add_(top)                      # logsumexp
+    prob = (best_stuff_value - log_sum).exp_().flatten()
     is_stuff = (flat > 0) & (flat <= num_stuff)
     stuff_score = torch.bincount(flat, weights=(prob * weight * is_stuff).double(),
                                  minlength=num_slots + 1)[1:num_stuff + 1]
@@ -597,7 +617,7 @@ def _segments_from_slots(slots, sem_hwc, scores, classes, valid, stuff_channels,
     ], 1).float() * present[:, None]
 
     lookup = torch.cat([torch.zeros(1, dtype=segment_id.dtype, device=device), segment_id])
-    panoptic = _upsample_nearest(lookup.int()[slots + 1], out_h, out_w, row_src, col_src)
+    panoptic = _upsample_nearest(lookup.int().take(slots + 1), out_h, out_w, row_src, col_src)
     return PanopticOutput(
         panoptic=panoptic,
         label_divisor=label_divisor,
