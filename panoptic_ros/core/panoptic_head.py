@@ -387,10 +387,11 @@ def _first_by_rank(sem_chw, boxes, scores, classes, inside_x, inside_y, thing_ch
 
 def _closest_center_by_bits(sem_chw, center_offsets, boxes, classes, inside_x, inside_y,
                             thing_channels, x, y):
-    """closest_center on the CPU: visit each pixel's candidates lowest index first, as many
-    rounds as the largest candidate count of the frame (read on the host: free on the CPU,
-    not capturable), keeping the strictly nearest centre, so equal distances keep the lower
-    detection index as the dense form does.
+    """closest_center on the CPU: a pixel with one candidate takes it; the pixels with several
+    visit their candidates lowest index first, keeping the strictly nearest centre, so equal
+    distances keep the lower detection index as the dense form does. Those pixels are sorted
+    by candidate count once, so round r works on the prefix that still has candidates (the
+    counts are read on the host: free on the CPU, not capturable).
 
     Returns (best_det float [h, w]; det_slot int64 [h, w]).
     """
@@ -398,25 +399,36 @@ def _closest_center_by_bits(sem_chw, center_offsets, boxes, classes, inside_x, i
     index = torch.arange(n, device=boxes.device)
     best_det, remaining, count = _candidate_bits(sem_chw, classes, inside_x, inside_y,
                                                  thing_channels, index, want_count=True)
-    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
-    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
-    px = (x[None, :] + center_offsets[0].float()).flatten()                      # [P]
-    py = (y[:, None] + center_offsets[1].float()).flatten()
-    best_dist = torch.full_like(px, float('inf'))
-    best = torch.zeros(px.shape, dtype=torch.long, device=px.device)
-    for _ in range(int(count.max())):  # rounds = most candidates at any pixel (host read)
-        rank = _lowest_rank(remaining)
-        det = rank.clamp(max=n - 1).long()
-        dx = px - cx.take(det)
-        dy = py - cy.take(det)
-        dist = dx * dx + dy * dy
-        better = (rank < n) & (dist < best_dist)
-        best_dist = torch.where(better, dist, best_dist)
-        best = torch.where(better, det, best)
-        # Clear the visited (lowest) bit: x & (x - 1) in the first non-empty word.
-        nonempty = remaining != 0
-        first_word = nonempty & (torch.cumsum(nonempty, 0) == 1)
-        remaining = torch.where(first_word, remaining & (remaining - 1), remaining)
+    best = _lowest_rank(remaining).clamp(max=n - 1).long()     # right where count <= 1
+    several = torch.nonzero(count > 1)[:, 0]
+    if several.numel():
+        order = torch.argsort(count.take(several), descending=True)
+        pixels = several.take(order)
+        counts = count.take(pixels)
+        # active[r]: pixels (a prefix) with more than r candidates.
+        active = (counts[None, :] > torch.arange(int(counts[0]), dtype=counts.dtype)[:, None]) \
+            .sum(1).tolist()
+        bits = remaining.index_select(1, pixels)                                    # [W, M]
+        cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+        cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+        px = (x[None, :] + center_offsets[0].float()).flatten().take(pixels)        # [M]
+        py = (y[:, None] + center_offsets[1].float()).flatten().take(pixels)
+        best_dist = torch.full_like(px, float('inf'))
+        nearest = torch.zeros(px.shape, dtype=torch.long)
+        for m in active:
+            rest = bits[:, :m]
+            det = _lowest_rank(rest).long()                    # every pixel here has one left
+            dx = px[:m] - cx.take(det)
+            dy = py[:m] - cy.take(det)
+            dist = dx * dx + dy * dy
+            better = dist < best_dist[:m]
+            best_dist[:m] = torch.where(better, dist, best_dist[:m])
+            nearest[:m] = torch.where(better, det, nearest[:m])
+            # Clear the visited (lowest) bit: x & (x - 1) in the first non-empty word.
+            nonempty = rest != 0
+            first_word = nonempty & (torch.cumsum(nonempty, 0) == 1)
+            bits[:, :m] = torch.where(first_word, rest & (rest - 1), rest)
+        best[pixels] = nearest
     return best_det, best.view(best_det.shape)
 
 
@@ -529,12 +541,14 @@ def _upsample_nearest(labels, out_h, out_w, row_src, col_src):
 
 
 def _paste_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y):
-    """paste on the CPU: the same rule as _paste, each box handled in its own pixel window.
+    """paste on the CPU: the same rule as _paste, each box handled in its own pixel window,
+    in numpy (host arrays: a numpy call on a small window costs a fraction of a torch op).
 
     The windows and the keep decisions are read on the host (free on the CPU, not
     capturable); the comparison is the same float32 expression as in _paste.
     Returns (det_slot int64 [h, w], is_det bool [h, w]).
     """
+    import numpy as np
     h, w = sem_class.shape
     # Pixel centres increase along each axis: a box covers a contiguous range of each.
     r0 = (y[None, :] < boxes[:, 1:2]).sum(1).tolist()
@@ -544,21 +558,24 @@ def _paste_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y):
     order = torch.argsort(torch.where(valid, scores.float(), float('-inf')),
                           descending=True, stable=True).tolist()
     is_valid = valid.tolist()
-    taken = torch.zeros(h, w, dtype=torch.bool)
-    det_slot = torch.zeros(h, w, dtype=torch.long)
+    category = classes.tolist()
+    labels = sem_class.numpy()
+    taken = np.zeros((h, w), dtype=bool)
+    det_slot = np.zeros((h, w), dtype=np.int64)
+    overlap = np.float32(overlap)
     for slot in order:
         if not is_valid[slot] or r1[slot] <= r0[slot] or c1[slot] <= c0[slot]:
             continue
         window = (slice(r0[slot], r1[slot]), slice(c0[slot], c1[slot]))
-        mask = sem_class[window] == classes[slot]
-        area = mask.sum().float()
-        inter = (mask & taken[window]).sum().float()
-        if not bool((area > 0) & (inter <= overlap * area)):
+        mask = labels[window] == category[slot]
+        area = np.float32(np.count_nonzero(mask))
+        inter = np.float32(np.count_nonzero(mask & taken[window]))
+        if not (area > 0 and inter <= overlap * area):
             continue
         new = mask & ~taken[window]
-        det_slot[window].masked_fill_(new, slot)
+        det_slot[window][new] = slot
         taken[window] |= new
-    return det_slot, taken
+    return torch.from_numpy(det_slot), torch.from_numpy(taken)
 
 
 def _segments_from_slots(slots, sem_chw, best_stuff_value, scores, classes, valid,
