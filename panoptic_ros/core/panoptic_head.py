@@ -434,21 +434,28 @@ def _closest_center_by_bits(sem_chw, center_offsets, boxes, classes, inside_x, i
         cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
         px = (x[None, :] + center_offsets[0].float()).flatten().take(pixels)        # [M]
         py = (y[:, None] + center_offsets[1].float()).flatten().take(pixels)
-        best_dist = torch.full_like(px, float('inf'))
-        nearest = torch.zeros(px.shape, dtype=torch.long)
-        for m in active:
-            rest = bits[:, :m]
-            det = _lowest_rank(rest).long()                    # every pixel here has one left
+
+        def distance(det, m):
             dx = px[:m] - cx.take(det)
             dy = py[:m] - cy.take(det)
-            dist = dx * dx + dy * dy
-            better = dist < best_dist[:m]
-            best_dist[:m] = torch.where(better, dist, best_dist[:m])
-            nearest[:m] = torch.where(better, det, nearest[:m])
-            # Clear the visited (lowest) bit: x & (x - 1) in the first non-empty word.
+            return dx * dx + dy * dy
+
+        def drop_lowest(m):  # clear the visited (lowest) bit: x & (x - 1) in the first word
+            rest = bits[:, :m]
             nonempty = rest != 0
             first_word = nonempty & (torch.cumsum(nonempty, 0) == 1)
             bits[:, :m] = torch.where(first_word, rest & (rest - 1), rest)
+
+        nearest = best.take(pixels)                  # round 0: the lowest-index candidate
+        best_dist = distance(nearest, len(pixels))
+        drop_lowest(len(pixels))
+        for m in active[1:]:
+            det = _lowest_rank(bits[:, :m]).long()     # every pixel here has one left
+            dist = distance(det, m)
+            better = dist < best_dist[:m]
+            best_dist[:m] = torch.where(better, dist, best_dist[:m])
+            nearest[:m] = torch.where(better, det, nearest[:m])
+            drop_lowest(m)
         best[pixels] = nearest
     return best_det, best.view(best_det.shape)
 
