@@ -28,6 +28,8 @@ class); removed pixels become void.
 Conventions (all tensors on one device; shapes for one image):
 
 - ``sem_logits``: float [C, h, w]; channel k is category id k + 1 (category 0 is void).
+  Finite and above -1e29 (network outputs are; the arithmetic argmax and the CPU forms rely
+  on it).
 - ``center_offsets``: float [2, h, w]; (dx, dy) in input-image pixels from a pixel's centre to
   the centre of its object; only read by ``closest_center``.
 - ``boxes``: float [N, 4], (x1, y1, x2, y2) in input-image pixels; a pixel belongs to a box
@@ -42,9 +44,9 @@ No Python loop over pixels or detections and no host synchronisation (``.item()`
 ``.cpu()``, data-dependent shapes) on the hot path, with two documented exceptions: ``paste``
 loops over the fixed N detection slots because its definition is sequential (each decision
 depends on the masks kept before it), still without host synchronisation; and on the CPU,
-unless ``capturable=True``, ``closest_center`` reads the largest candidate count of the frame
-to bound its loop and ``paste`` handles each box in its own pixel window (host reads cost
-nothing there). ``highest_confidence`` and
+unless ``capturable=True``, ``closest_center`` reads the candidate counts of the frame to
+bound its loop and ``paste`` handles each box in its own pixel window, in numpy (host
+reads cost nothing there). ``highest_confidence`` and
 ``smallest_first`` never build a [pixels x detections] array (see ``_candidate_bits``).
 """
 
