@@ -190,7 +190,6 @@ class OccupancyProjector:
         back = ground.reshape(-1, 2)[flat]
         in_view &= np.hypot(back[:, 0] - cx, back[:, 1] - cy) < \
             np.maximum(4 * grid.resolution, 0.1 * np.hypot(cx - camera_xy[0], cy - camera_xy[1]))
-        self.cell_pixel = np.where(in_view, flat, -1)
         self.view_cells = np.nonzero(in_view)[0]
         self.view_pixels = flat[in_view]
         self.camera_xy = camera_xy
@@ -214,33 +213,39 @@ class OccupancyProjector:
                              f'{self.image_size}')
         divisor = self.config.label_divisor
         g = self.grid
-        # only rows that can see ground (and the one above them) are looked at per pixel
-        r0 = self.contact_row0
-        role = np.take(self.id_role, panoptic[r0:], mode='clip')
-        role_flat = np.empty(panoptic.size, np.int8)   # rows above r0: no ground anyway
-        role_flat[:r0 * panoptic.shape[1]] = ROLE_IGNORE
-        role_flat[r0 * panoptic.shape[1]:] = role.ravel()
+        ids_flat = np.ascontiguousarray(panoptic).ravel()
         # 1. cells by the class seen at their pixel
         out = np.full(g.height * g.width, UNKNOWN, np.int8)
-        seen = role_flat[self.view_pixels]
+        seen_ids = np.take(ids_flat, self.view_pixels)
+        seen = np.take(self.id_role, seen_ids, mode='clip')
         values = np.full(seen.shape, UNKNOWN, np.int8)
         values[seen == ROLE_FREE] = FREE
         cost_cells = seen == ROLE_COST
-        category = np.clip(panoptic.ravel()[self.view_pixels[cost_cells]] // divisor, 0,
-                           len(self.cost) - 1)
+        category = np.clip(seen_ids[cost_cells] // divisor, 0, len(self.cost) - 1)
         values[cost_cells] = self.cost[category]
         out[self.view_cells] = values
-        ground_pixel = (role == ROLE_FREE) | (role == ROLE_COST)
-        # 2. contact pixels: obstacle pixel with ground directly below
-        v, u = np.nonzero((role[:-1] == ROLE_OBSTACLE) & ground_pixel[1:])
-        v += r0
+        shows_ground = np.zeros(g.height * g.width, bool)        # cells whose pixel is ground
+        shows_ground[self.view_cells] = (seen == ROLE_FREE) | cost_cells
+        # 2. contact pixels: obstacle pixel with ground directly below. Only rows that can
+        # see ground (and the one above them) are looked at, and only where the label
+        # changes from one row to the next (a contact always does): the roles of those few
+        # pixels are looked up, not the whole image's.
+        width = panoptic.shape[1]
+        lower = ids_flat[self.contact_row0 * width:]
+        change = np.flatnonzero(lower[:-width] != lower[width:])
+        above, below = lower[change], lower[change + width]
+        role_below = np.take(self.id_role, below, mode='clip')
+        contact = (np.take(self.id_role, above, mode='clip') == ROLE_OBSTACLE) & \
+            ((role_below == ROLE_FREE) | (role_below == ROLE_COST))
+        v, u = np.divmod(change[contact], width)
+        v += self.contact_row0
         # the contact point is the ground point at the lower edge of the obstacle pixel
         below = self.pixel_ground[v + 1, u].astype(np.float64)
         at = self.pixel_ground[v, u].astype(np.float64)
         points = np.where(np.isfinite(at), (at + below) / 2, below)
         ok = np.isfinite(points).all(1)
         v, u, points = v[ok], u[ok], points[ok]
-        ids = panoptic[v, u].astype(np.int64)
+        ids = above[contact][ok].astype(np.int64)
         # the lowest contact of each segment in each column is where it stands; higher ones
         # (ground seen under a table top or a car body) lie behind it
         order = np.lexsort((-v, u, ids))
@@ -283,9 +288,6 @@ class OccupancyProjector:
                         cv2.fillConvexPoly(hull_mask, hull, 1)
                 behind |= hull_mask.ravel().astype(bool)
             # behind the contact, a cell whose own pixel shows ground is not the obstacle's
-            pix = self.cell_pixel
-            pix_role = role_flat[np.maximum(pix, 0)]
-            shows_ground = (pix >= 0) & ((pix_role == ROLE_FREE) | (pix_role == ROLE_COST))
             occupied |= behind & ~shows_ground
             out[occupied] = OCCUPIED
             # 3. per-thing ground position: mean contact point
