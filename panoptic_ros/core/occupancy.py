@@ -190,8 +190,12 @@ class OccupancyProjector:
         back = ground.reshape(-1, 2)[flat]
         in_view &= np.hypot(back[:, 0] - cx, back[:, 1] - cy) < \
             np.maximum(4 * grid.resolution, 0.1 * np.hypot(cx - camera_xy[0], cy - camera_xy[1]))
+        # cells in view and their pixels, in pixel order (the per-frame gather from the label
+        # image then reads memory in order)
         self.view_cells = np.nonzero(in_view)[0]
         self.view_pixels = flat[in_view]
+        order = np.argsort(self.view_pixels, kind='stable')
+        self.view_cells, self.view_pixels = self.view_cells[order], self.view_pixels[order]
         self.camera_xy = camera_xy
 
     def _cells_of(self, xy):
