@@ -28,8 +28,8 @@ class); removed pixels become void.
 Conventions (all tensors on one device; shapes for one image):
 
 - ``sem_logits``: float [C, h, w]; channel k is category id k + 1 (category 0 is void).
-  Finite and above -1e29 (network outputs are; the arithmetic argmax and the CPU forms rely
-  on it).
+  Finite and above -1e29 (network outputs are; the arithmetic argmax and the bit-set forms
+  rely on it).
 - ``center_offsets``: float [2, h, w]; (dx, dy) in input-image pixels from a pixel's centre to
   the centre of its object; only read by ``closest_center``.
 - ``boxes``: float [N, 4], (x1, y1, x2, y2) in input-image pixels; a pixel belongs to a box
@@ -320,8 +320,9 @@ def assign_slots(sem_chw, sem_class, center_offsets, boxes, scores, classes, val
     return slots, best_stuff_value
 
 
-# Instance-aware logit of a detection outside its box in the CPU forms: logits must be finite
-# and above -1e29 (network outputs are); x + _UNCOVERED rounds to about _UNCOVERED for them.
+# Instance-aware logit of a detection outside its box in the bit-set forms (_candidate_bits,
+# every device): logits must be finite and above -1e29 (network outputs are); x + _UNCOVERED
+# rounds to about _UNCOVERED for them.
 _UNCOVERED = -1e30
 # Detection bit sets: 24 detections per int32 word, so that a float32 sum of distinct bits of
 # one word (a product of 0/1 matrices) is exact, and so is a power of two's float32 exponent.
