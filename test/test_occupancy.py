@@ -1,12 +1,13 @@
 """Ground projection of panoptic labels into an occupancy grid (pure algorithm, real renders).
 
 Verifies: pixel <-> ground geometry against closed forms (pitch, roll, the horizon row) and
-with lens distortion (round trip through OpenCV's distortion model); a single box in the sim
+with lens distortion (round trip through OpenCV's distortion model); the tf2 path's
+quaternion -> transform conversion against roll/pitch/yaw extrinsics; a single box in the sim
 world is occupied only at its front footprint, unknown behind it and free in front, with its
 ground position; over fixed rendered frames with ground-truth labels the free-cell IoU and
 occupied-cell IoU against the simulator's ground-truth grid (thresholds: see the issue note;
-occupied is measured, 0.6 is not reached). Does not verify speed (benchmarks/) or the
-network's predictions.
+occupied is measured, 0.6 is not reached). Does not verify speed or the network's
+predictions (benchmarks/bench_occupancy.py measures both).
 """
 
 import math
@@ -14,7 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov
+from panoptic_ros.core.camera_model import (camera_pose_in_base, intrinsics_from_fov,
+                                            rotation_rpy, transform_from_quaternion)
 from panoptic_ros.core.metrics import occupancy_scores
 from panoptic_ros.core.occupancy import (
     FREE, GridConfig, ground_to_pixels, horizon_row, OCCUPIED, OccupancyConfig,
@@ -52,6 +54,38 @@ def test_pinhole_pitch_roll_and_horizon():
         uv, depth = ground_to_pixels(pts, K, None, transform)
         assert (depth > 0).all()
         assert np.allclose(pixels_to_ground(uv, K, None, transform), pts, atol=1e-6)
+
+
+def _quaternion_product(a, b):
+    """Hamilton product of (x, y, z, w) quaternions."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
+
+
+def test_transform_from_tf_quaternion():
+    """The tf2 path's conversion (geometry_msgs/Transform -> 4x4) agrees with the extrinsics
+    built from roll/pitch/yaw: q = q_z(yaw) q_y(pitch) q_x(roll) is R = Rz Ry Rx."""
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        roll, pitch, yaw = rng.uniform(-np.pi, np.pi, 3)
+        qx = (np.sin(roll / 2), 0.0, 0.0, np.cos(roll / 2))
+        qy = (0.0, np.sin(pitch / 2), 0.0, np.cos(pitch / 2))
+        qz = (0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2))
+        q = _quaternion_product(_quaternion_product(qz, qy), qx)
+        t = rng.uniform(-2, 2, 3)
+        T = transform_from_quaternion(t, q)
+        np.testing.assert_allclose(T[:3, :3], rotation_rpy(roll, pitch, yaw), atol=1e-12)
+        np.testing.assert_array_equal(T[:3, 3], t)
+        np.testing.assert_array_equal(T[3], [0, 0, 0, 1])
+        # a non-unit quaternion (as a sender may round it) is normalised
+        np.testing.assert_allclose(transform_from_quaternion(t, np.multiply(q, 1.01)), T,
+                                   atol=1e-12)
+    with pytest.raises(ValueError, match='not a rotation'):
+        transform_from_quaternion((0, 0, 1), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match='not a rotation'):
+        transform_from_quaternion((0, 0, 1), (float('nan'), 0, 0, 1))
 
 
 def test_distortion_round_trip():
