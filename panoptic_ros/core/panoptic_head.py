@@ -451,14 +451,13 @@ def _closest_center_by_bits(sem_chw, center_offsets, boxes, classes, inside_x, i
 
         nearest = best.take(pixels)                  # round 0: the lowest-index candidate
         best_dist = distance(nearest, len(pixels))
-        drop_lowest(len(pixels))
         for m in active[1:]:
+            drop_lowest(m)   # the candidate visited last round (only pixels still looping)
             det = _lowest_rank(bits[:, :m]).long()     # every pixel here has one left
             dist = distance(det, m)
             better = dist < best_dist[:m]
             best_dist[:m] = torch.where(better, dist, best_dist[:m])
             nearest[:m] = torch.where(better, det, nearest[:m])
-            drop_lowest(m)
         best[pixels] = nearest
     return best_det, best.view(best_det.shape)
 
