@@ -238,6 +238,10 @@ class SimWorld:
         with _quiet_stdout():
             uid = pb.loadURDF(cls.urdf, [x, y, 0], globalScaling=scale, useFixedBase=True)
         boxes = [pb.getAABB(uid, link) for link in range(-1, pb.getNumJoints(uid))]
+        # pybullet places a body by its base's centre of mass (the URDF's inertial origin,
+        # e.g. 0.07, 0.05, 0.03 for the teddy, times the scale), loadURDF by its link frame:
+        # the offset, to place the link frame (in which the box below is measured) at (x, y)
+        inertial = np.asarray(pb.getBasePositionAndOrientation(uid)[0]) - (x, y, 0)
         lo = np.min([b[0] for b in boxes], 0) - (x, y, 0)
         hi = np.max([b[1] for b in boxes], 0) - (x, y, 0)
         polygon = _rectangle(lo[:2], hi[:2], x, y, yaw)
@@ -246,7 +250,10 @@ class SimWorld:
             pb.removeBody(uid)
             return False
         z = -lo[2] if cls.drop_to_ground else 0.0
-        pb.resetBasePositionAndOrientation(uid, [x, y, z], _quat_yaw(yaw))
+        c, s = math.cos(yaw), math.sin(yaw)
+        com = [x + c * inertial[0] - s * inertial[1], y + s * inertial[0] + c * inertial[1],
+               z + inertial[2]]
+        pb.resetBasePositionAndOrientation(uid, com, _quat_yaw(yaw))
         placed.append((centre, radius))
         if self.rng.random() < 0.5:
             base = self.rng.uniform(0.05, 0.95, 3)
