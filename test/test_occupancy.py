@@ -151,7 +151,7 @@ def test_thing_ground_position():
         centre = polygon.mean(0)
         # the visible contact points lie on the near side of the footprint
         radius = np.linalg.norm(polygon - centre, axis=1).max()
-        assert math.hypot(x - centre[0], y - centre[1]) <= radius + 0.3, pid
+        assert math.hypot(x - centre[0], y - centre[1]) <= radius + 0.1, pid
 
 
 def test_against_simulator_ground_truth():
@@ -164,6 +164,7 @@ def test_against_simulator_ground_truth():
         free.append(scores['free_iou'])
         occupied.append(scores['occupied_iou'])
     assert np.mean(free) >= 90
-    # measured 41.7 (obstacle_depth 0.15 m, max_footprint 0.7 m): a monocular camera sees
-    # the front of each footprint only; see the issue note
-    assert np.mean(occupied) >= 35
+    # measured 43.1 (obstacle_depth 0.15 m, max_footprint 0.7 m); the issue's 60 is not
+    # reached: a monocular camera sees where a footprint begins, not how deep it reaches
+    # (the front-band oracle of bench_occupancy.py reaches 50.2 at best)
+    assert np.mean(occupied) >= 40

@@ -97,3 +97,48 @@ def footprint_owner(points, footprints):
         owner[inside_convex_polygon(points[:, 0], points[:, 1], np.asarray(polygon))] = \
             panoptic_id
     return owner
+
+
+def front_band_oracle(occupancy, footprints, camera_xy, depth, grid=GridSpec()):
+    """The grid of an oracle for front-band projections (the bound the occupancy benchmark
+    measures its projection against).
+
+    Ground-truth labels tell a monocular camera where each obstacle's visible footprint
+    begins along every camera ray (its ground contact), not how deep it reaches behind.
+    This oracle knows the beginning exactly, from the ground-truth grid: along the ray
+    through each cell (within half a cell sideways) the nearest occupied cell of each
+    obstacle; it marks the cells from there to `depth` metres farther, except cells the
+    ground truth sees as ground. It is the bound of projections that extrude contacts along
+    the rays by one fixed depth: they face the same unknown depth and, in addition,
+    flat-world and discretisation errors. OccupancyProjector does a little more (the convex
+    hull of each thing's band, contacts seen under raised bodies) and measures above the
+    oracle at its own small depth, below the oracle's best depth (bench_occupancy.py).
+
+    Args: occupancy int [height, width] ground truth (classify_cells); footprints list of
+    (panoptic id, polygon); camera_xy (x, y) of the camera in the base frame; depth metres.
+    Returns bool [height, width], the cells the oracle marks occupied.
+    """
+    x, y = (c.ravel() for c in grid.cell_centres())
+    points = np.stack([x, y, np.zeros_like(x)], 1)
+    rng = np.hypot(x - camera_xy[0], y - camera_xy[1])
+    bearing = np.arctan2(y - camera_xy[1], x - camera_xy[0])
+    truth = np.asarray(occupancy).ravel()
+    occupied = truth == OCCUPIED
+    candidates = np.flatnonzero((truth != FREE) & (truth != NON_DRIVABLE))
+    owner = footprint_owner(points, footprints)
+    marked = np.zeros(truth.size, bool)
+    for panoptic_id in np.unique(owner[occupied]):
+        own = np.flatnonzero(occupied & (owner == panoptic_id))
+        # cells whose ray passes within half a cell of one of the obstacle's occupied cells
+        cells = candidates[(bearing[candidates] >= bearing[own].min() - 0.1) &
+                           (bearing[candidates] <= bearing[own].max() + 0.1)]
+        front = np.empty(len(cells))
+        for start in range(0, len(cells), 2048):          # bounded memory
+            block = cells[start:start + 2048]
+            sideways = np.abs(np.sin(bearing[own][None, :] - bearing[block][:, None])) * \
+                rng[own][None, :]
+            front[start:start + 2048] = np.where(sideways <= grid.resolution / 2,
+                                                 rng[own][None, :], np.inf).min(1)
+        marked[cells[(rng[cells] >= front - grid.resolution / 2) &
+                     (rng[cells] <= front + depth)]] = True
+    return marked.reshape(grid.height, grid.width)
