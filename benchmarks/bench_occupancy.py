@@ -82,6 +82,9 @@ def main():
         model_free.append(model_scores['free_iou'])
         model_occupied.append(model_scores['occupied_iou'])
         for d in sweep:        # the projection at the oracle's depths (ground-truth labels)
+            if d == depth:
+                sweep[d].append(scores['occupied_iou'])
+                continue
             swept = OccupancyProjector(frame.K, None, frame.panoptic.shape,
                                        frame.T_base_optical, projector.grid,
                                        OccupancyConfig(roles=SIM_ROLES, obstacle_depth=d))
