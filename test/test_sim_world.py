@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov, project
+from panoptic_ros.core.occupancy import pixel_rays
 from panoptic_ros.core.sim.occupancy_gt import (
     FREE, front_band_oracle, GridSpec, inside_convex_polygon, NON_DRIVABLE, OCCUPIED, UNKNOWN)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
@@ -138,9 +139,8 @@ def test_thing_stands_in_its_footprint(name):
         mask = (frame.panoptic == pid) & (frame.depth > 0)
         assert mask.sum() > 300
         v, u = np.nonzero(mask)
-        z = frame.depth[v, u]
-        rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(z)], 1)
-        points = (rays * z[:, None]) @ T[:3, :3].T + T[:3, 3]
+        rays = pixel_rays(np.stack([u, v], 1), K)          # (x, y, 1): scaled by depth
+        points = (rays * frame.depth[v, u][:, None]) @ T[:3, :3].T + T[:3, 3]
         inside = inside_convex_polygon(points[:, 0], points[:, 1], np.asarray(polygon))
         assert inside.mean() >= 0.85, (name, yaw, inside.mean())
         if cls.drop_to_ground:

@@ -129,16 +129,16 @@ def front_band_oracle(occupancy, footprints, camera_xy, depth, grid=GridSpec()):
     marked = np.zeros(truth.size, bool)
     for panoptic_id in np.unique(owner[occupied]):
         own = np.flatnonzero(occupied & (owner == panoptic_id))
+        own_bearing, own_rng = bearing[own][None, :], rng[own][None, :]
         # cells whose ray passes within half a cell of one of the obstacle's occupied cells
-        cells = candidates[(bearing[candidates] >= bearing[own].min() - 0.1) &
-                           (bearing[candidates] <= bearing[own].max() + 0.1)]
+        cells = candidates[(bearing[candidates] >= own_bearing.min() - 0.1) &
+                           (bearing[candidates] <= own_bearing.max() + 0.1)]
         front = np.empty(len(cells))
         for start in range(0, len(cells), 2048):          # bounded memory
             block = cells[start:start + 2048]
-            sideways = np.abs(np.sin(bearing[own][None, :] - bearing[block][:, None])) * \
-                rng[own][None, :]
-            front[start:start + 2048] = np.where(sideways <= grid.resolution / 2,
-                                                 rng[own][None, :], np.inf).min(1)
+            sideways = np.abs(np.sin(own_bearing - bearing[block][:, None])) * own_rng
+            front[start:start + 2048] = np.where(sideways <= grid.resolution / 2, own_rng,
+                                                 np.inf).min(1)
         marked[cells[(rng[cells] >= front - grid.resolution / 2) &
                      (rng[cells] <= front + depth)]] = True
     return marked.reshape(grid.height, grid.width)

@@ -20,7 +20,8 @@ import pybullet
 import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
-from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov
+from panoptic_ros.core.camera_model import (camera_pose_in_base, intrinsics_from_fov,
+                                            rotation_rpy)
 from panoptic_ros.core.sim.occupancy_gt import (
     cells_in_view, classify_cells, footprint_owner, GridSpec)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, LABEL_DIVISOR, THINGS
@@ -250,10 +251,8 @@ class SimWorld:
             pb.removeBody(uid)
             return False
         z = -lo[2] if cls.drop_to_ground else 0.0
-        c, s = math.cos(yaw), math.sin(yaw)
-        com = [x + c * inertial[0] - s * inertial[1], y + s * inertial[0] + c * inertial[1],
-               z + inertial[2]]
-        pb.resetBasePositionAndOrientation(uid, com, _quat_yaw(yaw))
+        com = np.array([x, y, z]) + rotation_rpy(0.0, 0.0, yaw) @ inertial
+        pb.resetBasePositionAndOrientation(uid, com.tolist(), _quat_yaw(yaw))
         placed.append((centre, radius))
         if self.rng.random() < 0.5:
             base = self.rng.uniform(0.05, 0.95, 3)
