@@ -5,7 +5,8 @@ the segment list agrees with the label image (ids, areas, boxes); depth is posit
 sky; the camera model agrees with the renderer (a box at a known place appears where the
 model projects it); the ground-truth occupancy of a single box is occupied exactly at its
 footprint, unknown behind it and free (drivable) or non-drivable in front; every thing class
-stands over its footprint polygon. Does not verify
+stands over its footprint polygon; the rendered pixels agree with K to the depth buffer's
+precision. Does not verify
 realism of the images or dataset export (test_sim_export.py).
 """
 
@@ -19,7 +20,8 @@ from panoptic_ros.core.occupancy import pixel_rays
 from panoptic_ros.core.sim.occupancy_gt import (
     FREE, front_band_oracle, GridSpec, inside_convex_polygon, NON_DRIVABLE, OCCUPIED, UNKNOWN)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
-from panoptic_ros.core.sim.world import render_random_frame, segments_of, SimConfig, SimWorld
+from panoptic_ros.core.sim.world import (GRASS_TOP_Z, render_random_frame, segments_of,
+                                         SimConfig, SimWorld)
 
 SMALL = SimConfig(width=160, height=120)
 
@@ -77,6 +79,28 @@ def single_box_world(road=True):
         world.add_box([30, 1.0, 0.005], [10, 0, -0.005], 0.0, BY_NAME['road'].id)
     world.add_box([0.5, 0.5, 0.5], [4.0, 0.0, 0.5], 0.0, BY_NAME['wall'].id, footprint=True)
     return world
+
+
+def test_render_matches_K():
+    # Each rendered pixel (u, v) shows the ray K gives it, to the depth buffer's precision,
+    # for an off-centre principal point and a rolled, pitched, yawed camera: the ground's
+    # rendered depth against the ray's intersection with the ground plane. pybullet's own
+    # FOV projection matrix shows the ray of (u - 0.5, v + 0.5): 1e-3 relative error here.
+    K = intrinsics_from_fov(320, 240, 60.0)
+    K[0, 2], K[1, 2] = 150.0, 130.0
+    K[0, 0] *= 1.05
+    T = camera_pose_in_base(0.0, 0.0, 1.0, math.radians(10), math.radians(30), 0.3)
+    with SimWorld(0, SimConfig(width=320, height=240), randomize=False) as world:
+        frame = world.render(T, K)
+    v, u = np.mgrid[120:240:3, 0:320:3]
+    v, u = v.ravel(), u.ravel()
+    rays = pixel_rays(np.stack([u, v], 1), K)                  # optical frame, z = 1
+    down = rays @ T[:3, :3].T
+    depth = (GRASS_TOP_Z - T[2, 3]) / down[:, 2]               # along the optical axis
+    seen = (depth > 0) & (depth < 20)
+    assert seen.sum() > 1000
+    error = np.abs(frame.depth[v, u][seen] - depth[seen]) / depth[seen]
+    assert error.max() < 1e-4, error.max()
 
 
 def test_camera_model_agrees_with_renderer():

@@ -116,6 +116,28 @@ def _rectangle(lo, hi, x, y, yaw):
     return corners @ np.array([[c, s], [-s, c]]) + (x, y)
 
 
+def projection_matrix(K, width, height, near, far):
+    """OpenGL projection matrix (column-major, 16 floats, as pybullet takes it) whose
+    rendering of a width x height image matches the pinhole K in the OpenCV convention
+    (integer pixel coordinates at pixel centres).
+
+    pybullet's TinyRenderer samples pixel (u, v) at the ray that K maps to (u - 0.5, v + 0.5)
+    under its own computeProjectionMatrixFOV (measured against rendered ground depth): the
+    principal point terms here include that half-pixel offset, so that the labels and depth
+    of a Frame agree with its K to the depth buffer's precision (test_render_matches_K).
+    """
+    K = np.asarray(K, np.float64)
+    matrix = np.zeros(16)
+    matrix[0] = 2 * K[0, 0] / width
+    matrix[5] = 2 * K[1, 1] / height
+    matrix[8] = (width - 2 * K[0, 2]) / width
+    matrix[9] = (2 * K[1, 2] - height + 2) / height
+    matrix[10] = -(far + near) / (far - near)
+    matrix[11] = -1.0
+    matrix[14] = -2 * far * near / (far - near)
+    return matrix.tolist()
+
+
 @contextlib.contextmanager
 def _quiet_stdout():
     """Silence pybullet's C-level prints (URDF importer warnings) on file descriptor 1."""
@@ -314,8 +336,7 @@ class SimWorld:
         eye = T_world_optical[:3, 3]
         rotation = T_world_optical[:3, :3]
         view = self.pb.computeViewMatrix(eye, eye + rotation[:, 2], -rotation[:, 1])
-        fov = math.degrees(2 * math.atan((height / 2) / K[1, 1]))
-        projection = self.pb.computeProjectionMatrixFOV(fov, width / height, cfg.near, cfg.far)
+        projection = projection_matrix(K, width, height, cfg.near, cfg.far)
         _, _, rgba, depth_buffer, mask = self.pb.getCameraImage(
             width, height, view, projection, renderer=pybullet.ER_TINY_RENDERER, **self.light)
         rgb = np.asarray(rgba, np.uint8).reshape(height, width, 4)[..., :3].copy()
