@@ -5,20 +5,26 @@ Grid: nav_msgs/OccupancyGrid layout in the base frame (x forward, y left, ground
 centre is ``origin + (j + 0.5, i + 0.5) * resolution``.
 
 Definition. Every cell is judged at its centre g = (x, y, 0) by the first surface that the
-ray from the camera's optical centre to g meets (exact geometry: pybullet ray tests against
-the scene's collision shapes, which are the rendered boxes and convex decompositions):
+camera ray to g meets, as the camera renders it: the rendered label at the pixel g projects
+to (the pixel's centre ray passes within half a pixel of g's):
 
 - UNKNOWN (-1) if g is behind the camera (depth <= near) or projects outside the image.
 - If g lies in the ground footprint of an obstacle (a thing, or a wall: the rectangle of its
-  collision box on the ground, rotated by its yaw): OCCUPIED (100) when the ray meets that
-  obstacle first, else UNKNOWN (another object hides it).
-- Otherwise, when the ray meets the ground first: FREE (0) for drivable ground (road),
-  NON_DRIVABLE (50) for other ground (grass); when it meets anything else first: UNKNOWN
-  (the cell is hidden behind it).
+  collision box on the ground, rotated by its yaw): OCCUPIED (100) when the pixel shows that
+  obstacle (the obstacle stands between the camera and g, hiding g), else UNKNOWN (the
+  camera sees another object there, or the ground under a raised part of the obstacle).
+- Otherwise, when the pixel shows ground: FREE (0) for drivable ground (road), NON_DRIVABLE
+  (50) for other ground (grass); when it shows anything else: UNKNOWN (the cell is hidden).
 
 So cells behind an obstacle along the camera ray are unknown, cells never in view are
 unknown, and an obstacle is occupied over its whole footprint where it is the visible
 surface. Values are int8.
+
+Visibility is the render's, not pybullet's ray tests: the collision shapes of the racecar and
+the husky are simplified boxes and the table's is only its top, so ray tests disagreed with
+the images (cells hidden behind a rendered car body or table leg read as not hidden, ground
+seen under a husky's chassis as hidden), and no projection of the rendered labels could
+reproduce them.
 """
 
 import cv2
@@ -57,36 +63,41 @@ def inside_convex_polygon(x, y, polygon):
     return (sides >= -1e-9).all(0) | (sides <= 1e-9).all(0)
 
 
-def classify_cells(first_hit, in_view, in_footprint_of, grid=GridSpec()):
-    """Apply the definition above to per-cell ray results.
+def classify_cells(seen, in_view, in_footprint_of, grid=GridSpec()):
+    """Apply the definition above to per-cell view results.
 
     Args:
-        first_hit: int [n] panoptic id of the first surface each cell's ray meets (0: none).
+        seen: int [n] panoptic id the camera sees at each cell's pixel (0: none).
         in_view: bool [n], the cell centre projects into the image in front of the camera.
         in_footprint_of: int [n], panoptic id of the obstacle whose footprint holds the cell
             centre, 0 if none.
     Returns:
         int8 [grid.height, grid.width].
     """
-    result = np.full(first_hit.shape, UNKNOWN, np.int8)
-    hit_category = first_hit // LABEL_DIVISOR
+    result = np.full(seen.shape, UNKNOWN, np.int8)
+    seen_category = seen // LABEL_DIVISOR
     open_ground = in_view & (in_footprint_of == 0)
     for cls in CLASSES:
         if cls.ground:
-            result[open_ground & (hit_category == cls.id)] = \
+            result[open_ground & (seen_category == cls.id)] = \
                 FREE if cls.ground == 'drivable' else NON_DRIVABLE
-    result[in_view & (in_footprint_of != 0) & (first_hit == in_footprint_of)] = OCCUPIED
+    result[in_view & (in_footprint_of != 0) & (seen == in_footprint_of)] = OCCUPIED
     return result.reshape(grid.height, grid.width)
 
 
-def cells_in_view(grid, K, T_base_optical, image_size, near=0.05):
-    """Cell centres as points [n, 3] and whether each projects into the image (depth > near)."""
-    height, width = image_size
+def labels_at_cells(panoptic, grid, K, T_base_optical, near=0.05):
+    """Cell centres as points [n, 3] (base frame), whether each projects into the image in
+    front of the camera (depth > near), and the label the image shows at its pixel (the
+    nearest pixel centre; 0 where not in view)."""
+    height, width = panoptic.shape
     x, y = grid.cell_centres()
     points = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], 1)
     uv, depth = project(points, T_base_optical, K)
     u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
-    return points, (depth > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    in_view = (depth > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    seen = np.zeros(len(points), np.int64)
+    seen[in_view] = panoptic[v[in_view].astype(np.int64), u[in_view].astype(np.int64)]
+    return points, in_view, seen
 
 
 def footprint_owner(points, footprints):

@@ -23,13 +23,10 @@ from pybullet_utils.bullet_client import BulletClient
 from panoptic_ros.core.camera_model import (camera_pose_in_base, intrinsics_from_fov,
                                             rotation_rpy)
 from panoptic_ros.core.sim.occupancy_gt import (
-    cells_in_view, classify_cells, footprint_owner, GridSpec)
+    classify_cells, footprint_owner, GridSpec, labels_at_cells)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, LABEL_DIVISOR, THINGS
 
 TEXTURES = ('tex256.png', 'checker_blue.png', 'uvmap.png')
-RAY_BATCH = 16000           # pybullet's rayTestBatch takes at most 16384 rays a call
-BELOW_GROUND = -0.01        # rays to open ground end below its surface, so they meet it
-ABOVE_GROUND = 0.005        # rays to a footprint end inside the obstacle standing on it
 GRASS_TOP_Z = -0.002      # grass sits 2 mm below the road: no z-fighting
 ROAD_THICKNESS = 0.01
 
@@ -295,35 +292,17 @@ class SimWorld:
                                 math.radians(rng.uniform(*cfg.camera_pitch_deg)), 0.0)
         return T, K
 
-    def first_hits(self, origin, points):
-        """Panoptic id of the first body met by the ray from origin to each point [n, 3]
-        (0 where none), by pybullet ray tests against the collision shapes."""
-        ids = np.zeros(points.shape[0], np.int64)
-        lookup = {uid: body.panoptic_id for uid, body in self.bodies.items()}
-        for start in range(0, points.shape[0], RAY_BATCH):
-            chunk = points[start:start + RAY_BATCH]
-            hits = self.pb.rayTestBatch([list(origin)] * len(chunk), chunk.tolist())
-            ids[start:start + len(chunk)] = [lookup.get(hit[0], 0) for hit in hits]
-        return ids
-
-    def occupancy(self, T_base_optical, K, grid=GridSpec(), T_world_base=None):
-        """Ground-truth occupancy grid of a camera view (definition: occupancy_gt.py), in the
-        base frame of a robot at pose T_world_base (default: the world frame)."""
-        cfg = self.config
+    def occupancy(self, panoptic, T_base_optical, K, grid=GridSpec(), T_world_base=None):
+        """Ground-truth occupancy grid of a rendered view (its panoptic labels; definition:
+        occupancy_gt.py), in the base frame of a robot at pose T_world_base (default: the
+        world frame)."""
         T_world_base = np.eye(4) if T_world_base is None else T_world_base
-        points, in_view = cells_in_view(grid, K, T_base_optical, (cfg.height, cfg.width),
-                                        cfg.near)
+        points, in_view, seen = labels_at_cells(panoptic, grid, K, T_base_optical,
+                                                self.config.near)
         world = points @ T_world_base[:3, :3].T + T_world_base[:3, 3]
         footprints = [(b.panoptic_id, b.footprint) for b in self.bodies.values()
                       if b.footprint is not None]
-        owner = footprint_owner(world, footprints)
-        # Rays to open ground end just below it (to meet the ground surface); rays to a
-        # footprint end just above it, inside the obstacle standing there.
-        world[:, 2] = np.where(owner != 0, ABOVE_GROUND, BELOW_GROUND)
-        eye = (T_world_base @ T_base_optical)[:3, 3]
-        hits = np.zeros(points.shape[0], np.int64)
-        hits[in_view] = self.first_hits(eye, world[in_view])
-        return classify_cells(hits, in_view, owner, grid)
+        return classify_cells(seen, in_view, footprint_owner(world, footprints), grid)
 
     def render(self, T_base_optical, K, grid=GridSpec(), T_world_base=None):
         """Render the scene from a camera mounted at T_base_optical on a robot at pose
@@ -360,7 +339,8 @@ class SimWorld:
         return Frame(rgb=rgb, panoptic=panoptic, depth=depth.astype(np.float32), K=K,
                      T_base_optical=T_base_optical, segments=segments_of(panoptic),
                      footprints=footprints, grid=grid, T_world_base=T_world_base,
-                     occupancy=self.occupancy(T_base_optical, K, grid, T_world_base))
+                     occupancy=self.occupancy(panoptic, T_base_optical, K, grid,
+                                              T_world_base))
 
 
 def render_random_frame(seed, config=SimConfig()):
