@@ -123,19 +123,23 @@ def test_loss_decreases_when_overfitting(tiny_dataset):
     criterion = PanopticLoss(model)
     ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
     images, targets = collate([ds[i] for i in range(4)])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    first = None
+    # the shipped model's learning rate (at 2e-3 the classification loss of this batch
+    # oscillates around its start for 60 steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
     for step in range(40):
         loss, parts = criterion(model(images), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if first is None:
-            first = {k: float(v) for k, v in parts.items()}
-    last = {k: float(v) for k, v in parts.items()}
+        history.append({k: float(v) for k, v in parts.items()} | {'total': loss.item()})
+    first = history[0]
+    # the last five steps' mean: the focal loss of four images swings by +-30 % from one
+    # step to the next (a few positive anchors)
+    last = {k: sum(h[k] for h in history[-5:]) / 5 for k in first}
     start = (first['classification'] + first['bbox_regression'] + first['semantic'] +
              0.1 * first['center'])
-    assert float(loss.detach()) < 0.5 * start
+    assert last['total'] < 0.5 * start
     for key in ('classification', 'semantic', 'center'):
         assert last[key] < first[key], (key, first, last)
 
