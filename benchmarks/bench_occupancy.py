@@ -1,23 +1,23 @@
-"""Benchmark: occupancy projection latency (issue 6). Prints a table and writes it to a file.
+"""Benchmark: occupancy projection (issue 6). Prints a table and writes it to a file.
 
-Ground-truth panoptic labels of rendered sim frames (640x480) -> 200x200 grid at 5 cm with
-the sim class mapping: median and p95 of OccupancyProjector.__call__ (the per-frame work;
-the lookup tables are built once per camera model and extrinsics, timed separately), plus
-the free / occupied IoU against the simulator's ground-truth grid, with the ground-truth
-labels in and with the shipped model's labels in (its FramePipeline on the rendered image,
-onnxruntime, default head settings), the issue's two measurements; and the bound for
-occupied IoU that a monocular projection of contacts can reach: the front-band oracle
-(occupancy_gt.front_band_oracle: each obstacle's visible front known exactly from the ground
-truth, extruded by a fixed depth), at the projection's obstacle_depth and at the best of
-ORACLE_DEPTHS (one depth for all frames), next to the projection's own occupied IoU at
-those depths.
+Ground-truth panoptic labels of rendered sim frames (640x480, seeds 100-139, apart from the
+calibration seeds of the footprint priors) -> 200x200 grid at 5 cm with the class mapping and
+footprint priors of config/panoptic.yaml: median and p95 of OccupancyProjector.__call__ (the
+per-frame work; the lookup tables are built once per camera model and extrinsics, timed
+separately), the free / occupied IoU against the simulator's ground-truth grid with the
+ground-truth labels in and with the shipped model's labels in (its FramePipeline on the
+rendered image, onnxruntime, default head settings), the issue's two measurements; the
+occupied IoU without footprint priors (each obstacle `obstacle_depth` deep behind its
+contacts; its latency too), and by footprint_scale; and the
+error of the things' ground positions (distance from their footprint's centre).
 
-Usage: python benchmarks/bench_occupancy.py [--frames 8] [--repeats 50]
+Usage: python benchmarks/bench_occupancy.py [--frames 40] [--repeats 50]
            [--model models/panoptic_light_sim.safetensors]
            [--out benchmarks/results/occupancy_cpu.md]
 """
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -29,95 +29,89 @@ from panoptic_ros.core.backends import configure_torch_threads, make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.inference import FramePipeline
 from panoptic_ros.core.metrics import occupancy_scores
-from panoptic_ros.core.occupancy import GridConfig, OccupancyConfig, OccupancyProjector
-from panoptic_ros.core.settings import default_model_path
-from panoptic_ros.core.sim.occupancy_gt import front_band_oracle, OCCUPIED
+from panoptic_ros.core.settings import default_model_path, load_yaml_params, Settings
+from panoptic_ros.core.sim.priors import projector_for
+from panoptic_ros.core.sim.taxonomy import CLASSES
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
-SIM_ROLES = {1: 'free', 2: 'cost', 4: 'ignore'}
-ORACLE_DEPTHS = (0.15, 0.25, 0.4, 0.6, 0.8, 1.0)
-
-
-def iou(marked, truth):
-    return 100.0 * (marked & truth).sum() / max(1, (marked | truth).sum())
+SCALES = (0.8, 0.9, 0.95, 1.0, 1.1)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--frames', type=int, default=8)
+    parser.add_argument('--frames', type=int, default=40)
     parser.add_argument('--repeats', type=int, default=50)
     parser.add_argument('--model', type=Path, default=default_model_path())
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/occupancy_cpu.md'))
     args = parser.parse_args()
+    settings = Settings.from_params(load_yaml_params(Path('config/panoptic.yaml')))
+    config = settings.occupancy_config([c.name for c in CLASSES], 1000)
     model, _ = load_checkpoint(args.model)
     backend = make_backend('onnxruntime', model, cache_dir=Path('.cache'))
     configure_torch_threads(backend)
     pipeline = FramePipeline(backend)
-    rows, free, occupied, model_free, model_occupied = [], [], [], [], []
-    depth = OccupancyConfig().obstacle_depth             # the projection's
-    oracle = {d: [] for d in sorted({depth, *ORACLE_DEPTHS})}
-    sweep = {d: [] for d in oracle}
+    rows, sweep, plain, position_errors = [], {s: [] for s in SCALES}, [], []
+    plain_p50 = []
     for seed in range(100, 100 + args.frames):
         frame = render_random_frame(seed, SimConfig())
-        g = frame.grid
         start = time.perf_counter()
-        projector = OccupancyProjector(frame.K, None, frame.panoptic.shape,
-                                       frame.T_base_optical,
-                                       GridConfig(g.resolution, g.width, g.height, g.origin_x,
-                                                  g.origin_y),
-                                       OccupancyConfig(roles=SIM_ROLES))
+        projector = projector_for(frame, config)
         build = time.perf_counter() - start
         for _ in range(3):
             projector(frame.panoptic)
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            grid, _ = projector(frame.panoptic)
+            grid, instances = projector(frame.panoptic)
             times.append(time.perf_counter() - start)
         scores = occupancy_scores(grid, frame.occupancy)
-        free.append(scores['free_iou'])
-        occupied.append(scores['occupied_iou'])
+        footprints = dict(frame.footprints)
+        position_errors += [float(np.hypot(*(np.asarray(footprints[k]).mean(0) - xy)))
+                            for k, xy in instances.items() if k in footprints]
         predicted = pipeline(frame.rgb).panoptic.panoptic.numpy()
         model_scores = occupancy_scores(projector(predicted)[0], frame.occupancy)
-        model_free.append(model_scores['free_iou'])
-        model_occupied.append(model_scores['occupied_iou'])
-        for d in sweep:        # the projection at the oracle's depths (ground-truth labels)
-            if d == depth:
-                sweep[d].append(scores['occupied_iou'])
-                continue
-            swept = OccupancyProjector(frame.K, None, frame.panoptic.shape,
-                                       frame.T_base_optical, projector.grid,
-                                       OccupancyConfig(roles=SIM_ROLES, obstacle_depth=d))
-            sweep[d].append(occupancy_scores(swept(frame.panoptic)[0],
-                                             frame.occupancy)['occupied_iou'])
-        for d in oracle:
-            oracle[d].append(iou(front_band_oracle(frame.occupancy, frame.footprints,
-                                                   frame.T_base_optical[:2, 3], d, frame.grid),
-                                 frame.occupancy == OCCUPIED))
+        for scale in SCALES:
+            scaled = projector_for(frame, dataclasses.replace(config, footprint_scale=scale))
+            sweep[scale].append(occupancy_scores(scaled(frame.panoptic)[0],
+                                                 frame.occupancy)['occupied_iou'])
+        no_prior = projector_for(frame, dataclasses.replace(config, footprints={}))
+        plain.append(occupancy_scores(no_prior(frame.panoptic)[0],
+                                      frame.occupancy)['occupied_iou'])
+        plain_times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            no_prior(frame.panoptic)
+            plain_times.append(time.perf_counter() - start)
+        plain_p50.append(statistics.median(plain_times) * 1e3)
         rows.append((seed, build * 1e3, statistics.median(times) * 1e3,
                      np.percentile(times, 95) * 1e3, scores['free_iou'],
                      scores['occupied_iou'], model_scores['free_iou'],
-                     model_scores['occupied_iou'], oracle[depth][-1]))
-    best = max(oracle, key=lambda d: np.mean(oracle[d]))
-    lines = ['# Occupancy projection, 640x480 labels -> 200x200 grid at 0.05 m',
-             '', f'Machine: {machine_description()}, numpy {np.__version__}; '
-             f'{args.repeats} runs per frame.', '',
+                     model_scores['occupied_iou'], int((frame.occupancy == 100).sum())))
+    table = np.array([r[1:] for r in rows], np.float64)
+    mean = np.nanmean(table, 0)
+    lines = ['# Occupancy projection, 640x480 labels -> 200x200 grid at 0.05 m', '',
+             f'Machine: {machine_description()}, numpy {np.__version__}; {args.repeats} runs '
+             f'per frame; config/panoptic.yaml (footprint_scale {config.footprint_scale}); '
+             f'frames: seeds 100-{99 + args.frames}.', '',
              '| frame seed | tables built (ms, once) | p50 (ms) | p95 (ms) | free IoU | '
-             f'occupied IoU | model: free IoU | model: occupied IoU | oracle occupied IoU '
-             f'at {depth:g} m |',
+             'occupied IoU | model: free IoU | model: occupied IoU | occupied cells |',
              '|---|---|---|---|---|---|---|---|---|']
     lines += [f'| {s} | {b:.0f} | {p50:.2f} | {p95:.2f} | {f:.1f} | {o:.1f} | {mf:.1f} | '
-              f'{mo:.1f} | {orc:.1f} |' for s, b, p50, p95, f, o, mf, mo, orc in rows]
-    all_p50 = statistics.median([r[2] for r in rows])
-    lines += ['', f'Median p50 over frames: {all_p50:.2f} ms. Ground-truth labels in: mean '
-              f'free IoU {np.mean(free):.1f}, mean occupied IoU {np.mean(occupied):.1f}. '
-              f'Shipped model ({args.model.name}) labels in: mean free IoU '
-              f'{np.mean(model_free):.1f}, mean occupied IoU {np.mean(model_occupied):.1f}.',
-              '', 'Front-band oracle (bound for occupied IoU), mean over frames by depth: ' +
-              ', '.join(f'{d:g} m {np.mean(v):.1f}' for d, v in oracle.items()) +
-              f'; best {np.mean(oracle[best]):.1f} at {best:g} m.',
-              '', 'The projection (ground-truth labels) by obstacle_depth, mean occupied IoU: ' +
-              ', '.join(f'{d:g} m {np.mean(v):.1f}' for d, v in sweep.items()) + '.']
+              f'{mo:.1f} | {n} |' for s, b, p50, p95, f, o, mf, mo, n in rows]
+    valid = np.isfinite(table[:, 4]).sum()
+    lines += ['', f'Median p50 over frames: {np.median(table[:, 1]):.2f} ms (p95 over frames '
+              f'of the per-frame p50: {np.percentile(table[:, 1], 95):.2f} ms). Ground-truth '
+              f'labels in: mean free IoU {mean[3]:.1f}, mean occupied IoU {mean[4]:.1f} '
+              f'({valid} frames with occupied cells). Shipped model ({args.model.name}) '
+              f'labels in: mean free IoU {mean[5]:.1f}, mean occupied IoU {mean[6]:.1f}.', '',
+              'Occupied IoU (ground-truth labels) by footprint_scale: ' +
+              ', '.join(f'{s:g} {np.nanmean(v):.1f}' for s, v in sweep.items()) +
+              f'; without footprint priors: {np.nanmean(plain):.1f} (median p50 '
+              f'{np.median(plain_p50):.2f} ms in this run).', '',
+              f'Ground position of things (ground-truth labels): distance from the footprint '
+              f'centre median {np.median(position_errors):.2f} m, p90 '
+              f'{np.percentile(position_errors, 90):.2f} m over {len(position_errors)} '
+              f'things.']
     write_result('\n'.join(lines) + '\n', args.out)
 
 

@@ -6,6 +6,10 @@
   panoptic-ros-sim sequence --out DIR --frames N [--seed S --fps 10 --speed 1.0]
                    a robot driving through one scene, rendered once for replay
                    (layout: panoptic_ros/core/sim/sequence.py)
+  panoptic-ros-sim footprint-priors [--first 1000 --num 120 --workers 2 --out FILE.md]
+                   measure the thing classes' footprint priors and sweep footprint_scale
+                   and top_weight on calibration frames (panoptic_ros/core/sim/priors.py);
+                   prints the config/panoptic.yaml lines and writes the record to FILE.md
 
 Layout under DIR (COCO panoptic, plus what a robot-perception dataset needs besides):
   images/<split>/<index>.jpg          RGB (JPEG, quality 95)
@@ -30,8 +34,11 @@ import numpy as np
 from tqdm import tqdm
 
 from panoptic_ros.core.camera_model import camera_info_dict
+from panoptic_ros.core.machine import cpu_model
 from panoptic_ros.core.sim.coco import annotation, write_image_jpeg, write_panoptic_png
 from panoptic_ros.core.sim.occupancy_gt import write_grid_png
+from panoptic_ros.core.sim.priors import (calibration_sweep, CALIBRATION_SEEDS,
+                                          measure_footprint_priors)
 from panoptic_ros.core.sim.sequence import render_sequence
 from panoptic_ros.core.sim.taxonomy import (
     class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
@@ -101,6 +108,47 @@ def preview(seed, out, config=SimConfig()):
     return frame
 
 
+def _render(seed):
+    return render_random_frame(seed, SimConfig())
+
+
+def footprint_priors(seeds, workers=2):
+    """Markdown record of the priors measured on frames `seeds` and the calibration sweep."""
+    start = time.perf_counter()
+    with multiprocessing.get_context('spawn').Pool(workers) as pool:
+        frames = list(tqdm(pool.imap(_render, seeds), total=len(seeds), unit='frame',
+                           desc='render'))
+    priors, wall = measure_footprint_priors(frames)
+    sweep = calibration_sweep(frames, priors, wall)
+    best = max(sweep, key=sweep.get)
+    names = [CLASSES[c - 1].name for c in priors]
+    lines = [f'# Footprint priors, {len(frames)} calibration frames (seeds {seeds[0]}-'
+             f'{seeds[-1]}, 640x480)', '', f'Machine: {cpu_model()}; '
+             f'{time.perf_counter() - start:.0f} s. `panoptic-ros-sim footprint-priors '
+             f'--first {seeds[0]} --num {len(seeds)}`.', '',
+             '| class | length (m) | width (m) | contact offset (m) | height (m) |',
+             '|---|---|---|---|---|']
+    lines += [f'| {n} | {p.length:.2f} | {p.width:.2f} | {p.contact_offset:.2f} | '
+              f'{p.height:.2f} |' for n, p in zip(names, priors.values())]
+    lines += ['', f'Walls: thickness {wall:.2f} m (obstacle_depth).', '',
+              'Mean occupied IoU, ground-truth labels in, by footprint_scale (rows) and '
+              'top_weight (columns):', '']
+    weights = sorted({w for _, w in sweep})
+    lines += ['| footprint_scale | ' + ' | '.join(f'{w:g}' for w in weights) + ' |',
+              '|---' * (len(weights) + 1) + '|']
+    for scale in sorted({s for s, _ in sweep}):
+        cells = ' | '.join(f'{sweep[scale, w]:.1f}' for w in weights)
+        lines.append(f'| {scale:g} | {cells} |')
+    lines += ['', f'Best: footprint_scale {best[0]:g}, top_weight {best[1]:g} '
+              f'({sweep[best]:.1f}).', '', 'config/panoptic.yaml:', '', '```yaml',
+              f'    footprint_classes: {json.dumps(names)}',
+              '    footprint_priors: [' + ',\n                       '.join(
+                  f'{p.length:g}, {p.width:g}, {p.contact_offset:g}, {p.height:g}'
+                  for p in priors.values()) + ']',
+              f'    footprint_scale: {best[0]:g}', f'    obstacle_depth: {wall:g}', '```']
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='panoptic-ros-sim', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
@@ -124,7 +172,23 @@ def main(argv=None):
     sq.add_argument('--speed', type=float, default=1.0, help='m/s')
     sq.add_argument('--width', type=int, default=640)
     sq.add_argument('--height', type=int, default=480)
+    fp = commands.add_parser('footprint-priors', help='measure the footprint priors')
+    fp.add_argument('--first', type=int, default=CALIBRATION_SEEDS[0])
+    fp.add_argument('--num', type=int, default=len(CALIBRATION_SEEDS))
+    fp.add_argument('--workers', type=int, default=2)
+    fp.add_argument('--out', type=Path,
+                    default=Path('benchmarks/results/footprint_priors.md'))
     args = parser.parse_args(argv)
+    if args.command == 'footprint-priors':
+        if args.num < 1 or args.workers < 1:
+            parser.error('--num and --workers must be >= 1')
+        text = footprint_priors(list(range(args.first, args.first + args.num)),
+                                args.workers)
+        print(text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f'written to {args.out}')
+        return
     if args.command == 'sequence':
         if args.frames < 1 or args.fps <= 0:
             parser.error('--frames must be >= 1 and --fps > 0')

@@ -170,11 +170,18 @@ def test_settings_validation_and_yaml_agree():
     for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
                         ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
                         ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
-                        ('image_reliability', 'sometimes'), ('max_detections', 0)):
+                        ('image_reliability', 'sometimes'), ('max_detections', 0),
+                        ('footprint_priors', [1.0, 0.5, 0.0]), ('footprint_scale', 0.0),
+                        ('footprint_classes', ['road', 'car'])):
         with pytest.raises(ValueError, match=f'{name}='):
             Settings.from_params({name: value})
-    with pytest.raises(ValueError, match='not classes of the model'):
-        Settings.from_params({'free_classes': ['asphalt']}).occupancy_config(['road'], 1000)
+    with pytest.raises(ValueError, match="footprint_priors=.*'car'.*width <= length"):
+        Settings.from_params({'footprint_classes': ['car'],
+                              'footprint_priors': [0.5, 1.0, 0.0, 0.0]})
+    for params in ({'free_classes': ['asphalt']}, {'footprint_classes': ['bus'],
+                                                   'footprint_priors': [9, 2.5, 1, 3]}):
+        with pytest.raises(ValueError, match='not classes of the model'):
+            Settings.from_params(params).occupancy_config(['road', 'car'], 1000)
 
 
 def test_demo_short_mode(model_path, tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov, project
 from panoptic_ros.core.occupancy import pixel_rays
 from panoptic_ros.core.sim.occupancy_gt import (
-    FREE, front_band_oracle, GridSpec, inside_convex_polygon, NON_DRIVABLE, OCCUPIED, UNKNOWN)
+    FREE, GridSpec, inside_convex_polygon, NON_DRIVABLE, OCCUPIED, UNKNOWN)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
 from panoptic_ros.core.sim.world import (GRASS_TOP_Z, render_random_frame, segments_of,
                                          SimConfig, SimWorld)
@@ -175,25 +175,3 @@ def test_thing_stands_in_its_footprint(name):
         assert inside.mean() >= 0.85, (name, yaw, inside.mean())
         if cls.drop_to_ground:
             assert points[:, 2].min() < 0.1, (name, yaw)
-
-
-def test_front_band_oracle_single_box():
-    # A 1 m box straight ahead: the oracle marks its footprint from the visible front face
-    # (x = 3.5) on: a quarter of it at depth 0.25 m, all of it at 1 m; nothing in front,
-    # nothing on ground the camera sees.
-    grid = GridSpec()
-    with single_box_world() as world:
-        T = camera_pose_in_base(0.0, 0.0, 1.0, 0.0, math.radians(15), 0.0)
-        frame = world.render(T, intrinsics_from_fov(320, 240, 60), grid)
-    truth = frame.occupancy == OCCUPIED
-    x, _ = grid.cell_centres()
-    for depth, share in ((0.25, 0.25), (1.0, 1.0)):
-        marked = front_band_oracle(frame.occupancy, frame.footprints, T[:2, 3], depth, grid)
-        assert not (marked & (x < 3.45)).any()
-        assert not (marked & ((frame.occupancy == FREE) | (frame.occupancy == NON_DRIVABLE))).any()
-        recall = (marked & truth).sum() / truth.sum()
-        assert abs(recall - share) < 0.08, (depth, recall)
-        if depth == 1.0:
-            # rays diverge: marking along them also takes the hidden cells just beside the
-            # box's back half (458 marked or true cells for 400 true ones when measured)
-            assert (marked & truth).sum() / (marked | truth).sum() > 0.8

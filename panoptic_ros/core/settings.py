@@ -6,6 +6,7 @@ config/panoptic.yaml sets the same keys and test_settings checks that the two ag
 and raises ValueError naming the parameter and its bad value. No ROS imports here.
 """
 
+import dataclasses
 from dataclasses import dataclass
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from panoptic_ros.core.backends import BACKENDS
 from panoptic_ros.core.camera_model import camera_pose_in_base
 from panoptic_ros.core.inference import DecodeConfig
-from panoptic_ros.core.occupancy import GridConfig, OccupancyConfig
+from panoptic_ros.core.occupancy import FootprintPrior, GridConfig, OccupancyConfig
 from panoptic_ros.core.panoptic_head import PanopticHeadConfig, POLICIES
 
 OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy')
@@ -49,10 +50,22 @@ PARAMETERS = {
     'cost_classes': (['grass'], 'classes that are non-drivable ground (occupancy = ground_cost)'),
     'ground_cost': (50, 'occupancy value of cost_classes (1..99)'),
     'ignore_classes': (['sky'], 'classes never projected (above the horizon)'),
-    'obstacle_depth': (0.15, 'metres behind an obstacle\'s visible ground contact marked '
-                             'occupied'),
-    'max_footprint': (0.7, 'contacts farther than this behind a segment\'s nearest one are '
-                           'not its footprint (m)'),
+    'footprint_classes': (['car', 'robot', 'droid', 'duck', 'teddy', 'table'],
+                          'thing classes whose footprint is completed as a rectangle from '
+                          'footprint_priors'),
+    'footprint_priors': ([1.61, 1.02, 0.11, 0.55, 1.08, 0.74, 0.05, 0.42,
+                          0.73, 0.55, 0.03, 0.93, 0.46, 0.43, 0.24, 0.3,
+                          0.76, 0.62, 0.31, 0.5, 1.47, 0.98, 0.03, 0.63],
+                         'per footprint class 4 numbers (m): length, width, contact offset '
+                         '(how far the footprint reaches in front of the visible ground '
+                         'contact), height (0 = unknown); the defaults are the simulator\'s, '
+                         'measured by panoptic-ros-sim footprint-priors'),
+    'footprint_scale': (0.95, 'fraction of a prior\'s length and width marked occupied (0..2]'),
+    'obstacle_depth': (0.2, 'metres behind the visible contacts of an obstacle without a '
+                            'footprint prior marked occupied (perpendicular to a wall\'s '
+                            'face, along the camera rays of a thing)'),
+    'max_footprint': (0.7, 'contacts of a thing without a footprint prior farther than this '
+                           'behind its nearest one are not its footprint (m)'),
     'base_frame_id': ('base_link', 'frame of the occupancy grid and ground positions'),
     'grid_resolution': (0.05, 'occupancy cell size (m)'),
     'grid_width': (200, 'cells along x'),
@@ -87,6 +100,7 @@ class Settings:
     use_compressed: bool
     max_image_pixels: int
     class_roles: dict          # class name -> occupancy role
+    footprints: dict           # class name -> FootprintPrior
     occupancy: OccupancyConfig  # without roles (filled once the model's classes are known)
     grid: GridConfig
     use_tf: bool
@@ -148,7 +162,25 @@ class Settings:
             bad('obstacle_depth', 'must be >= 0')
         if p['max_footprint'] <= 0:
             bad('max_footprint', 'must be > 0')
+        if not 0 < p['footprint_scale'] <= 2:
+            bad('footprint_scale', 'must be in (0, 2]')
+        if len(set(p['footprint_classes'])) != len(p['footprint_classes']):
+            bad('footprint_classes', 'lists a class twice')
+        for name in p['footprint_classes']:
+            if name in roles:
+                bad('footprint_classes', f'class {name!r} is listed as {roles[name]}')
+        if len(p['footprint_priors']) != 4 * len(p['footprint_classes']):
+            bad('footprint_priors', f'needs 4 numbers per footprint class '
+                                    f'({len(p["footprint_classes"])} classes)')
+        footprints = {}
+        for k, name in enumerate(p['footprint_classes']):
+            try:
+                footprints[name] = FootprintPrior(*(float(v) for v in
+                                                    p['footprint_priors'][4 * k:4 * k + 4]))
+            except ValueError as exc:
+                bad('footprint_priors', f'class {name!r}: {exc}')
         occupancy = OccupancyConfig(default_cost=int(p['ground_cost']),
+                                    footprint_scale=float(p['footprint_scale']),
                                     obstacle_depth=float(p['obstacle_depth']),
                                     max_footprint=float(p['max_footprint']))
         if p['grid_resolution'] <= 0:
@@ -181,22 +213,31 @@ class Settings:
                    image_queue_depth=int(p['image_queue_depth']),
                    use_compressed=bool(p['use_compressed']),
                    max_image_pixels=int(p['max_image_pixels']), class_roles=roles,
+                   footprints=footprints,
                    occupancy=occupancy, grid=grid, use_tf=bool(p['use_tf']),
                    tf_timeout=float(p['tf_timeout']), T_base_optical=T,
                    min_output_rate=float(p['min_output_rate']),
                    max_consecutive_failures=int(p['max_consecutive_failures']))
 
     def occupancy_config(self, classes, label_divisor):
-        """OccupancyConfig with roles by category id for the model's classes."""
-        unknown = set(self.class_roles) - set(classes)
+        """OccupancyConfig with roles and footprint priors by category id for the model's
+        classes."""
+        unknown = (set(self.class_roles) | set(self.footprints)) - set(classes)
         if unknown:
             raise ValueError(f'occupancy classes {sorted(unknown)} are not classes of the '
                              f'model ({list(classes)})')
         roles = {classes.index(name) + 1: role for name, role in self.class_roles.items()}
-        return OccupancyConfig(roles=roles, default_cost=self.occupancy.default_cost,
-                               obstacle_depth=self.occupancy.obstacle_depth,
-                               max_footprint=self.occupancy.max_footprint,
-                               label_divisor=label_divisor)
+        footprints = {classes.index(name) + 1: prior
+                      for name, prior in self.footprints.items()}
+        return dataclasses.replace(self.occupancy, roles=roles, footprints=footprints,
+                                   label_divisor=label_divisor)
+
+
+def load_yaml_params(path, node='panoptic_node'):
+    """The ros__parameters of `node` in a --params-file YAML."""
+    import yaml
+    data = yaml.safe_load(Path(path).read_text())
+    return data[node]['ros__parameters']
 
 
 def default_model_path(package_root=None):

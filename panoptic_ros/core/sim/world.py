@@ -193,15 +193,16 @@ class SimWorld:
             kwargs['textureUniqueId'] = self._textures[self.rng.integers(len(self._textures))]
         self.pb.changeVisualShape(uid, link, **kwargs)
 
-    def add_box(self, half_extents, position, yaw, category, footprint=False):
-        """A box body of a stuff category; footprint=True registers it as an obstacle."""
+    def add_box(self, half_extents, position, yaw, category, footprint=False, instance=0):
+        """A box body of a category (stuff: instance 0; a thing: instance >= 1);
+        footprint=True registers it as an obstacle."""
         shape = self.pb.createVisualShape(pybullet.GEOM_BOX, halfExtents=half_extents)
         collision = self.pb.createCollisionShape(pybullet.GEOM_BOX, halfExtents=half_extents)
         uid = self.pb.createMultiBody(0, collision, shape, basePosition=position,
                                       baseOrientation=_quat_yaw(yaw))
         polygon = _rectangle(-np.asarray(half_extents[:2]), np.asarray(half_extents[:2]),
                              position[0], position[1], yaw) if footprint else None
-        self.bodies[uid] = Body(uid, category * LABEL_DIVISOR, polygon)
+        self.bodies[uid] = Body(uid, category * LABEL_DIVISOR + instance, polygon)
         return uid
 
     def _build(self):
