@@ -12,7 +12,11 @@ ros2launch's own `launch_a_launch_file` (what `ros2 launch` calls) with `source:
 sim_camera and panoptic_node, panoptic labels and an occupancy grid arrive over DDS with the
 camera's frame ids, and Ctrl-C (SIGINT) ends every process with exit 0; `source:=none`
 starts panoptic_node alone; `source:=video video:=FOLDER` starts camera_node on an image
-folder. Does not verify: rviz2 (`rviz:=true`).
+folder. Verifies (always) config/panoptic.rviz against running panoptic_node and
+sim_camera_node processes: each display's topic has a publisher of the display's message type
+with QoS the display can match, and the fixed frame is the grid's. Does not verify: rviz2
+itself (`rviz:=true`; not installable here; the display and property names were checked by
+hand against ros2/rviz's sources).
 """
 
 import ast
@@ -191,6 +195,60 @@ def _run_launch(install, ros_env, log_path, arguments, want_outputs):
     finally:
         code = _stop(proc, log_path)
     return got, names, code, log_path.read_text()[-3000:]
+
+
+# rviz display class -> the message type it subscribes to
+RVIZ_DISPLAY_TYPES = {'rviz_default_plugins/Map': 'nav_msgs/msg/OccupancyGrid',
+                      'rviz_default_plugins/MarkerArray': 'visualization_msgs/msg/MarkerArray',
+                      'rviz_default_plugins/Image': 'sensor_msgs/msg/Image'}
+
+
+def test_rviz_config_subscribes_to_what_the_node_publishes(model_path, ros_env, tmp_path):
+    # config/panoptic.rviz against a running panoptic_node and sim_camera_node: every
+    # display's topic has a publisher of the type the display reads, with QoS the display's
+    # subscription can match (a reliable subscription needs a reliable publisher, a
+    # transient-local one a transient-local publisher), and the fixed frame is the grid's.
+    import yaml
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+    from panoptic_ros.core.settings import PARAMETERS
+    config = yaml.safe_load((ROOT / 'config' / 'panoptic.rviz').read_text())
+    manager = config['Visualization Manager']
+    assert manager['Global Options']['Fixed Frame'] == PARAMETERS['base_frame_id'][0]
+    displays = [d for d in manager['Displays'] if d['Class'] in RVIZ_DISPLAY_TYPES]
+    assert {d['Class'] for d in displays} == set(RVIZ_DISPLAY_TYPES)
+    sequence = tmp_path / 'sequence'
+    render = subprocess.run([sys.executable, '-m', 'panoptic_ros.sim_cli', 'sequence', '--out',
+                             str(sequence), '--frames', '2', '--width', '320', '--height',
+                             '240'], capture_output=True, text=True, timeout=300)
+    assert render.returncode == 0, render.stderr[-2000:]
+    procs = [subprocess.Popen([sys.executable, '-m', 'panoptic_ros.ros.panoptic_node',
+                               '--ros-args', '-p', f'model_path:={model_path}',
+                               '-p', 'backend:=torch', '-p', 'use_tf:=false',
+                               '-p', f'cache_dir:={tmp_path / "cache"}'], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+             subprocess.Popen([sys.executable, '-m', 'panoptic_ros.ros.sim_camera_node',
+                               '--ros-args', '-p', f'sequence:={sequence}'], env=ros_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    try:
+        with rclpy_node(ros_env, 'rviz_config_probe') as node:
+            def publishers(topic):
+                return node.get_publishers_info_by_topic(topic)
+            topics = [d['Topic']['Value'] for d in displays]
+            assert spin_until(node, lambda: all(publishers(t) for t in topics), 120), \
+                {t: len(publishers(t)) for t in topics}
+            for display in displays:
+                topic = display['Topic']
+                for info in publishers(topic['Value']):
+                    assert info.topic_type == RVIZ_DISPLAY_TYPES[display['Class']], topic
+                    if topic.get('Reliability Policy', 'Reliable') == 'Reliable':
+                        assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE, topic
+                    if topic.get('Durability Policy') == 'Transient Local':
+                        assert info.qos_profile.durability == \
+                            DurabilityPolicy.TRANSIENT_LOCAL, topic
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
 @pytest.mark.skipif(not _launch_available(), reason='launch / launch_ros / ros2launch are not '
