@@ -64,9 +64,8 @@ ROLES = {'ignore': ROLE_IGNORE, 'free': ROLE_FREE, 'cost': ROLE_COST,
 # direction is within acos(SIDE_COS) of the viewing direction has its far end unseen. The
 # silhouette test adds the bearing mismatches (rad) of the two sides and, top_weight times
 # (OccupancyConfig), the top row's (rows / fy, beyond SILHOUETTE_ROW_STEP rows, the rows
-# scanned). A wall's face
-# direction is taken over FACE_WINDOW contacts either side, and a wall seen at a grazing
-# angle is marked at most GRAZING times its depth along the ray.
+# scanned). A wall's face direction is taken over FACE_WINDOW contacts either side, and a
+# wall seen at a grazing angle is marked at most GRAZING times its depth along the ray.
 FACE_TOL, CLOSE, CANDIDATE_SCORE, SIDE_COS = 0.1, 0.02, 0.9, 0.5
 SILHOUETTE_ROW_STEP = 4
 FACE_WINDOW, GRAZING = 3, 8
@@ -585,7 +584,8 @@ class OccupancyProjector:
         # things with a footprint prior (and two contacts at least): rectangles
         counts = ends - starts
         category = np.minimum(keys // divisor, len(self.role) - 1)
-        completes = (keys % divisor != 0) & self._has_prior[category] & (counts >= 2)
+        completes = (keys % divisor != 0) & self._has_prior[category] & (counts >= 2) & \
+            (keys < len(self.id_role))
         completed = keys[completes]
         rectangles = np.zeros((0, 4, 2))
         if len(completed):
