@@ -77,7 +77,7 @@ def test_launch_file_names_what_the_package_installs():
             continue
         assert (ROOT / 'scripts' / 'ros2' / executable).is_file(), executable
         assert f'scripts/ros2/{executable}' in cmake, f'{executable} not installed by CMake'
-        assert f"'{executable} = panoptic_ros.ros.{executable}:main'" in setup, \
+        assert f"'{executable} = panoptic_ros.ros.entry_points:{executable}'" in setup, \
             f'{executable} is not a console script'
         # condition=IfCondition(EqualsSubstitution(source, 'sim')) or none
         condition = kw.get('condition')
@@ -99,14 +99,62 @@ def test_launch_file_names_what_the_package_installs():
             assert (ROOT / relative).is_file(), relative
             assert f'{relative.parts[0]}' in cmake
 
-    declared = {_literal(c.args[0]) for c in _calls(tree, 'DeclareLaunchArgument')}
+    declared = {_literal(c.args[0]): _keywords(c) for c in
+                _calls(tree, 'DeclareLaunchArgument')}
     used = {_literal(c.args[0]) for c in _calls(tree, 'LaunchConfiguration')}
-    assert used <= declared, used - declared
+    assert used <= set(declared), used - set(declared)
     docstring = ast.get_docstring(tree)
     for name in declared:
         assert f'{name}:=' in docstring, f'argument {name} not in the docstring'
     for source in list(CAMERAS) + ['none']:
         assert source in docstring
+    # launch itself refuses a value outside these lists, before it starts anything
+    assert _literal(declared['source']['choices']) == list(CAMERAS) + ['none']
+    assert _literal(declared['rviz']['choices']) == ['true', 'false']
+
+
+def _node_parameters(executable):
+    """name -> default of the parameters that `executable` (a panoptic_ros node) declares."""
+    import importlib
+    return {name: default for name, (default, _) in
+            importlib.import_module(f'panoptic_ros.ros.{executable}').PARAMETERS.items()}
+
+
+def test_launch_arguments_reach_string_parameters_as_strings():
+    # launch_ros reads an argument's text as YAML: device:=0 would become the integer 0 and
+    # camera_node, whose `source` is a string, would refuse it and exit. Every value given to
+    # a string parameter must be ParameterValue(..., value_type=str).
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    checked = 0
+    for call in _calls(tree, 'Node'):
+        kw = _keywords(call)
+        if _literal(kw['package']) != 'panoptic_ros' or 'parameters' not in kw:
+            continue
+        executable = _literal(kw['executable'])
+        declared = _node_parameters(executable)
+        for entry in kw['parameters'].elts:
+            if not isinstance(entry, ast.Dict):
+                continue   # a parameters file: typed by YAML, written by us
+            for key, value in zip(entry.keys, entry.values):
+                name = _literal(key)
+                assert name in declared, f'{name} is not a parameter of {executable}'
+                if isinstance(value, ast.Name):   # a variable assigned in the function
+                    [value] = [a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                               and a.targets[0].id == value.id]
+                if isinstance(declared[name], str):
+                    assert isinstance(value, ast.Call) and value.func.id == 'ParameterValue' \
+                        and ast.unparse(_keywords(value)['value_type']) == 'str', \
+                        f'{name}: {ast.unparse(value)} is not passed as a string'
+                    checked += 1
+    assert checked >= 5   # sequence, source (usb, video), calibration_file (usb, video)
+
+
+def test_rviz_is_looked_up_before_any_node_starts():
+    # launch executes its actions in order: rviz2's package is resolved first, so
+    # rviz:=true without rviz2 fails before panoptic_node or a camera has started.
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    packages = [_literal(_keywords(c)['package']) for c in _calls(tree, 'Node')]
+    assert packages[0] == 'rviz2' and 'rviz2' not in packages[1:]
 
 
 LAUNCH = ('import sys\n'
@@ -281,3 +329,36 @@ def test_ros2_launch_starts_camera_and_node(install_prefix, ros_env, tmp_path):
                                         ['source:=none'], want_outputs=False)
     assert 'panoptic_node' in names and not names & {'sim_camera', 'camera'}, (names, log)
     assert not got and code == 0, log
+
+
+def _run_to_end(install, ros_env, log_path, arguments, timeout=120):
+    """Launch with `arguments` and wait until the launch ends by itself; (exit code, log)."""
+    proc = _start_launch(install, ros_env, log_path, *arguments)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    code = _stop(proc, log_path)
+    return code, log_path.read_text()
+
+
+@pytest.mark.skipif(not _launch_available(), reason='launch / launch_ros / ros2launch are not '
+                    'installed (the pip environment has none; a ROS 2 install has them)')
+def test_ros2_launch_refuses_what_it_cannot_start(install_prefix, ros_env, tmp_path):
+    # source:=usb on a machine without /dev/video0: camera_node gets the device as a string
+    # and ends with its own message; the camera is required, so the launch ends with it.
+    assert not Path('/dev/video0').exists(), 'this check needs a machine without a camera'
+    code, log = _run_to_end(install_prefix, ros_env, tmp_path / 'usb.log', ['source:=usb'])
+    assert 'cannot open device 0' in log, log[-3000:]
+    assert 'expecting type' not in log, log[-3000:]
+    assert 'shutting down launched system' in log, log[-3000:]
+    assert 'Traceback' not in log, log[-3000:]
+    # a value outside the choices: refused with the list, nothing started
+    code, log = _run_to_end(install_prefix, ros_env, tmp_path / 'bogus.log', ['source:=bogus'])
+    assert code != 0 and "'sim', 'usb', 'video', 'none'" in log, log[-3000:]
+    assert 'process started' not in log, log[-3000:]
+    # rviz:=true without rviz2: the lookup fails before any process starts
+    code, log = _run_to_end(install_prefix, ros_env, tmp_path / 'rviz.log',
+                            ['source:=sim', 'rviz:=true'])
+    assert code != 0 and "package 'rviz2' not found" in log, log[-3000:]
+    assert 'process started' not in log, log[-3000:]

@@ -275,6 +275,21 @@ def test_frame_pipeline_on_rendered_frame(tiny_dataset):
     assert set(result.timings) == {'preprocess', 'network', 'head'}
 
 
+@pytest.mark.parametrize('size', [(240, 320), (480, 640)])   # letterbox as is / resized
+def test_frame_pipeline_warns_nothing_on_a_read_only_frame(size):
+    # Frames from messages are views of read-only buffers; the normal path warns nothing.
+    import warnings
+    config = default_model_config()
+    assert config.input_size == (320, 240)   # so that the first size is not resized
+    pipeline = FramePipeline(TorchBackend(SingleShotPanoptic(config)))
+    rgb = np.random.default_rng(0).integers(0, 255, size + (3,), dtype=np.uint8)
+    rgb.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        result = pipeline(rgb)
+    assert result.panoptic.panoptic.shape == size
+
+
 def test_tensorrt_cache_key_and_fallback(tmp_path, caplog):
     args = (b'onnx', 'NVIDIA H100', (9, 0), '10.3.0', (1, 3, 240, 320))
     key = engine_cache_key(*args)

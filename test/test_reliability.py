@@ -1,4 +1,4 @@
-"""Reliability of panoptic_node under bad input, faults and overload (issue: reliability).
+"""Reliability of panoptic_node under bad input, faults, overload and Ctrl-C.
 
 Each test runs the real node in its own process and talks to it over Fast DDS.
 
@@ -9,8 +9,10 @@ faults (truncated file, foreign safetensors, tensors of another architecture, st
 machine without it) exit with code 2 and a message naming the file or the device, and
 device cuda without CUDA falls back to the CPU with a warning; pipeline exceptions and
 non-finite network outputs skip the frame, count, turn diagnostics to ERROR when repeated,
-and the node keeps publishing good frames; under input at twice the processing rate the
-output age stays bounded and frames are dropped at the input.
+and the node keeps publishing good frames; Ctrl-C during the imports, the start-up or a
+frame in flight ends the installed program with exit code 0 and no traceback or ERROR line;
+under input at twice the processing rate the output age stays bounded and frames are dropped
+at the input.
 Does not verify: the tf2 lookup (tf2_ros is not installable here), hour-long soaks
 (benchmarks/soak.py), GPU out-of-memory.
 """
@@ -349,6 +351,42 @@ def test_start_up_faults_name_the_file_and_exit_2(model_path, ros_env, tmp_path)
         log = node_log(tmp_path)
         assert proc.returncode == 2, log[-2000:]
         assert str(path) in log and words in log, log[-2000:]
+
+
+def test_ctrl_c_at_any_moment_is_quiet_and_exits_0(model_path, frame, ros_env, tmp_path):
+    """SIGINT (Ctrl-C) to the installed `panoptic_node` program during its imports, during
+    start-up and while frames are in flight: exit code 0, no traceback, no ERROR line."""
+    import signal
+    import time
+    program = Path(sys.executable).parent / 'panoptic_node'
+    for delay in (0.3, 1.0, 2.0):   # torch, rclpy and the model are still loading
+        proc = subprocess.Popen([str(program), *node_args(model_path, tmp_path)], env=ros_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0 and 'Traceback' not in out, (delay, out[-3000:])
+    for attempt in range(3):   # the worker is busy: frames arrive faster than it answers
+        log = tmp_path / f'busy{attempt}.log'
+        proc = subprocess.Popen([str(program), *node_args(model_path, tmp_path)], env=ros_env,
+                                stdout=open(log, 'w'), stderr=subprocess.STDOUT, text=True)
+        client = Client(ros_env)
+        try:
+            client.wait_for_node(proc, tmp_path)
+            for sec in range(1, 40):
+                client.info_pub.publish(info_msg(frame, sec))
+                client.image_pub.publish(image_msg(frame.rgb, sec))
+                client.spin_until(lambda: False, 0.02)
+            assert client.outputs.get('panoptic'), log.read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            client.close()
+            if proc.poll() is None:
+                proc.kill()
+        text = log.read_text()
+        assert code == 0, text[-3000:]
+        assert 'Traceback' not in text and 'ERROR' not in text, text[-3000:]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')

@@ -74,6 +74,8 @@ class Preprocessor:
         if (new_w, new_h) != (rgb.shape[1], rgb.shape[0]):
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+        if not rgb.flags.writeable:   # e.g. a message's buffer: torch wants its own
+            rgb = rgb.copy()
         padded = torch.zeros((1, 3, height, width), dtype=self.dtype, device=self.device)
         x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None]
         # pad value = the mean colour, so padding normalises to zero

@@ -59,6 +59,10 @@ def load_calibration(path):
     return info
 
 
+class SourceError(ValueError):
+    """The camera source cannot be opened (printed as the program's one error line)."""
+
+
 class FrameSource:
     """Frames (RGB uint8) from a device, a video file or an image folder."""
 
@@ -69,16 +73,20 @@ class FrameSource:
         if path.is_dir():
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.files:
-                raise ValueError(f'image folder {source} holds no images')
+                raise SourceError(f'image folder {source} holds no images')
             self.index = 0
             self.is_device = False
             return
         self.is_device = source.isdigit()
         if not self.is_device and not path.is_file():
-            raise ValueError(f'source {source!r} is neither a device index, a file nor a folder')
+            raise SourceError(f'source {source!r} is neither a device index, a file nor a '
+                              'folder')
         self.capture = cv2.VideoCapture(int(source) if self.is_device else str(path))
         if not self.capture.isOpened():
-            raise ValueError(f'OpenCV cannot open source {source!r}')
+            if self.is_device:
+                raise SourceError(f'cannot open device {source} (/dev/video{source}): no '
+                                  'camera there, or no permission to read it')
+            raise SourceError(f'OpenCV cannot open source {source!r}')
 
     def read(self):
         """Next RGB frame, or None at the end (when not looping)."""
@@ -106,12 +114,12 @@ class CameraNode(Node):
         if p['rate'] <= 0:
             raise ParameterException(f"rate must be > 0, got {p['rate']}", ['rate'])
         self.p = p
+        self.source = FrameSource(str(p['source']), p['loop'])
         try:
-            self.source = FrameSource(str(p['source']), p['loop'])
             self.calibration = load_calibration(p['calibration_file']) \
                 if p['calibration_file'] else None
         except ValueError as exc:
-            raise ParameterException(str(exc), ['source', 'calibration_file']) from exc
+            raise ParameterException(str(exc), ['calibration_file']) from exc
         if self.calibration is None:
             self.get_logger().warning('no calibration_file: publishing a pinhole guess '
                                       f"({p['fallback_fov_deg']} deg vertical FOV)")
@@ -140,7 +148,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    return run_until_finished(CameraNode, 'camera_node', args)
+    return run_until_finished(CameraNode, 'camera_node', args, (SourceError,))
 
 
 if __name__ == '__main__':

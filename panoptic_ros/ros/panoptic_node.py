@@ -247,6 +247,9 @@ class PanopticNode(Node):
             try:
                 ok = self.process(kind, msg)
             except Exception as exc:   # one bad frame never kills the node
+                if not self.context.ok():   # shut down while in flight: not a failure
+                    self.stats.count('abandoned_at_shutdown')
+                    return
                 ok = False
                 self.stats.count('failed_pipeline_exception')
                 self.get_logger().error(f'frame failed: {type(exc).__name__}: {exc}',
