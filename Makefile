@@ -1,5 +1,5 @@
 # The two entry points of README.md. Both set up .venv first (idempotent, seconds when done).
-.PHONY: setup test test-all demo model
+.PHONY: setup test test-all demo demo-video model
 
 setup:
 	scripts/setup_env.sh
@@ -16,6 +16,12 @@ test-all: setup
 # latency, PQ and occupancy IoU and writes out/demo_*.
 demo: setup
 	.venv/bin/python -m panoptic_ros.ros.demo --out out
+
+# The demo on a real street video: Debian's opencv-doc ships vtest.avi (installed if missing).
+VTEST = /usr/share/doc/opencv-doc/examples/data/vtest.avi
+demo-video: setup
+	test -f $(VTEST) || (apt-get update -qq && apt-get install -y -qq opencv-doc)
+	.venv/bin/python -m panoptic_ros.ros.demo --video $(VTEST) --out out/video
 
 # Retrain the shipped model from scratch (renders the datasets first; hours on a 2-core CPU).
 model: setup

@@ -6,8 +6,9 @@ segment ids of the panoptic message of the same stamp; the occupancy grid equals
 projection of the same panoptic labels computed here; lazy outputs (nobody subscribed ->
 nothing computed, counted in diagnostics); parameter validation and a missing model file
 stop the node with exit code 2 and a message naming the value or file; the demo runs end to
-end in a short mode. The network is an untrained checkpoint of the light architecture
-(accuracy is test_shipped_model's business). Does not verify speed (benchmarks/).
+end in a short mode on the sim (every frame answered after the warm-up) and on a video
+file. The network is an untrained checkpoint of the light architecture (accuracy is
+test_shipped_model's business). Does not verify speed (benchmarks/).
 """
 
 import subprocess
@@ -185,13 +186,42 @@ def test_settings_validation_and_yaml_agree():
 
 
 def test_demo_short_mode(model_path, tmp_path):
+    # The node answers its warm-up frames before the replay starts: every frame is answered
+    # on the first run, and the pictures show camera, prediction and ground truth.
     proc = subprocess.run([sys.executable, '-m', 'panoptic_ros.ros.demo', '--frames', '6',
                            '--rate', '5', '--model', str(model_path), '--backend', 'torch',
                            '--out', str(tmp_path / 'out')],
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (tmp_path / 'out' / 'demo_report.md').read_text()
-    assert 'panoptic outputs received' in report and '| PQ' in report
+    assert '| frames answered | 6 of 6 |' in report, report
+    assert '| frames matched to ground truth | 6 |' in report and '| PQ' in report, report
     assert 'detection ids are panoptic segment ids | yes' in report
-    assert (tmp_path / 'out' / 'demo_occupancy.png').is_file()
+    for name in ('demo_occupancy.png', 'demo_overlays.png', 'demo_animation.gif'):
+        assert (tmp_path / 'out' / name).is_file(), name
+    import cv2
+    overlays = cv2.imread(str(tmp_path / 'out' / 'demo_overlays.png'))
+    assert overlays.shape[1] > 3 * 640 * 0.6   # camera | prediction | ground truth per row
+
+
+def test_demo_on_a_video_file(model_path, tmp_path):
+    # Any video through camera_node -> panoptic_node: every frame answered, the overlay
+    # pictures and the animation written; no ground truth, so no scores and no grid picture.
+    import cv2
+    video = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 5, (320, 240))
+    for k in range(8):
+        frame = np.full((240, 320, 3), 40 + 20 * k, np.uint8)
+        frame[120:, :] = (60, 140, 60)
+        writer.write(frame)
+    writer.release()
+    proc = subprocess.run([sys.executable, '-m', 'panoptic_ros.ros.demo', '--video', str(video),
+                           '--model', str(model_path), '--backend', 'torch',
+                           '--out', str(tmp_path / 'out')],
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / 'out' / 'demo_report.md').read_text()
+    assert '| frames answered | 8 of 8 |' in report and '| PQ' not in report, report
     assert (tmp_path / 'out' / 'demo_overlays.png').is_file()
+    assert (tmp_path / 'out' / 'demo_animation.gif').is_file()
+    assert not (tmp_path / 'out' / 'demo_occupancy.png').exists()

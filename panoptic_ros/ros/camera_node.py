@@ -5,7 +5,8 @@ Source (parameter `source`): a device index ('0'), a video file, or a folder of 
 calibration YAML of camera_calibration / camera_info_manager: image_width, image_height,
 camera_matrix, distortion_model, distortion_coefficients, rectification_matrix,
 projection_matrix; without one, a pinhole guess from `fallback_fov_deg` is published and a
-warning logged). Stamps are the capture time; frame_id is `frame_id`.
+warning logged). Stamps are the capture time; frame_id is `frame_id`. With
+`wait_for_subscribers` N > 0 the first frame waits until `image` has N subscribers.
 """
 
 from pathlib import Path
@@ -24,7 +25,7 @@ import yaml
 from panoptic_ros.core.camera_model import camera_info_dict, intrinsics_from_fov
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg
-from panoptic_ros.ros.runner import run_until_finished
+from panoptic_ros.ros.runner import run_until_finished, subscribed
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 PARAMETERS = {
@@ -34,6 +35,9 @@ PARAMETERS = {
     'frame_id': ('camera_optical', 'frame_id of the images (camera optical frame)'),
     'calibration_file': ('', 'camera_calibration YAML; empty = pinhole guess'),
     'fallback_fov_deg': (60.0, 'vertical field of view of the pinhole guess'),
+    'wait_for_subscribers': (0, 'hold the first frame until `image` has this many subscribers '
+                                'and camera_info one (no frame of a file lost to discovery); '
+                                '0: do not wait'),
 }
 
 
@@ -126,9 +130,14 @@ class CameraNode(Node):
         self.image_pub = self.create_publisher(Image, 'image', qos_profile_sensor_data)
         self.info_pub = self.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
         self.finished = False
+        self.published = 0
         self.create_timer(1.0 / p['rate'], self.tick)
 
     def tick(self):
+        if self.published == 0 and not subscribed(self.image_pub, [self.info_pub],
+                                                  self.p['wait_for_subscribers']):
+            self.get_logger().info('waiting for subscribers', throttle_duration_sec=5.0)
+            return
         rgb = self.source.read()
         if rgb is None:
             self.get_logger().info('source finished')
@@ -145,6 +154,7 @@ class CameraNode(Node):
             info = camera_info_dict(intrinsics_from_fov(w, h, self.p['fallback_fov_deg']), w, h)
         self.image_pub.publish(numpy_to_image(rgb, 'rgb8', header))
         self.info_pub.publish(camera_info_msg(info, header))
+        self.published += 1
 
 
 def main(args=None):

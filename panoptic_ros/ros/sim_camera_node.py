@@ -11,8 +11,8 @@ stamps at capture); images and labels carry `frame_id`.
 Source: `sequence` = a folder from `panoptic-ros-sim sequence` (replayed from disk, far
 faster than rendering), or empty to render random scenes live (`seed`, `width`, `height`).
 At the end of a sequence: `loop` true starts over, false shuts the node down.
-`wait_for_subscribers` holds the first frame until every topic is subscribed (the demo uses
-it so that no replayed frame is lost to DDS discovery).
+`wait_for_subscribers` N > 0 holds the first frame until `image` has N subscribers and every
+other topic one (the demo uses it so that no replayed frame is lost to DDS discovery).
 """
 
 import sys
@@ -33,7 +33,7 @@ from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg, occupancy_msg, panoptic_msg
-from panoptic_ros.ros.runner import run_until_finished
+from panoptic_ros.ros.runner import run_until_finished, subscribed
 
 PARAMETERS = {
     'sequence': ('', 'folder of a rendered sequence; empty renders random scenes live'),
@@ -42,8 +42,9 @@ PARAMETERS = {
     'frame_id': ('camera_optical', 'frame_id of images and labels (camera optical frame)'),
     'base_frame_id': ('base_link', 'frame of the ground-truth occupancy grid'),
     'publish_ground_truth': (True, 'also publish ground_truth/panoptic and /occupancy'),
-    'wait_for_subscribers': (False, 'hold the first frame until every topic has a subscriber '
-                                    '(a replay then loses no frame to discovery)'),
+    'wait_for_subscribers': (0, 'hold the first frame until `image` has this many '
+                                'subscribers and every other topic one (a replay then loses '
+                                'no frame to discovery); 0: do not wait'),
     'seed': (0, 'live rendering: seed of the first scene (one new scene per frame)'),
     'width': (640, 'live rendering: image width in pixels'),
     'height': (480, 'live rendering: image height in pixels'),
@@ -92,14 +93,12 @@ class SimCameraNode(Node):
         return (frame['rgb'], frame['panoptic'], frame['segments'], frame['occupancy'],
                 self.sequence.grid, self.sequence.camera_info)
 
-    def _subscribed(self):
-        pubs = [self.image_pub, self.info_pub]
-        if self.p['publish_ground_truth']:
-            pubs += [self.panoptic_pub, self.grid_pub]
-        return all(pub.get_subscription_count() > 0 for pub in pubs)
-
     def tick(self):
-        if self.p['wait_for_subscribers'] and self.published == 0 and not self._subscribed():
+        others = [self.info_pub]
+        if self.p['publish_ground_truth']:
+            others += [self.panoptic_pub, self.grid_pub]
+        if self.published == 0 and not subscribed(self.image_pub, others,
+                                                  self.p['wait_for_subscribers']):
             self.get_logger().info('waiting for subscribers', throttle_duration_sec=5.0)
             return
         frame = self.next_frame()
