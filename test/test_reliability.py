@@ -11,8 +11,10 @@ device cuda without CUDA falls back to the CPU with a warning; pipeline exceptio
 non-finite network outputs skip the frame, count, turn diagnostics to ERROR when repeated,
 and the node keeps publishing good frames; Ctrl-C during the imports, the start-up or a
 frame in flight ends the installed program with exit code 0 and no traceback or ERROR line;
-under input at twice the processing rate the output age stays bounded and frames are dropped
-at the input.
+under input faster than the node answers, every received image is processed or counted as
+replaced by a newer one, and the output age stays within three of the node's own output
+periods measured in the same run (no assertion compares rates measured at different
+moments, so a busy machine does not change the verdict).
 Does not verify: the tf2 lookup (tf2_ros is not installable here), hour-long soaks
 (benchmarks/soak.py), GPU out-of-memory.
 """
@@ -407,37 +409,42 @@ def test_cuda_without_cuda_falls_back_or_fails_when_strict(model_path, ros_env, 
 
 
 def test_overload_drops_at_the_input_and_bounds_the_age(ros_env, tmp_path):
-    """Input at twice the processing rate: the newest frame wins, the age stays bounded."""
+    """Input faster than the node can answer: the newest frame wins, every replaced frame is
+    counted, and the output age stays within the bound of the node's own output period.
+
+    Nothing here compares rates measured at different moments, so a busy machine (a slower
+    node) changes the numbers but not the verdict."""
     from panoptic_ros.ros.load import run_load
     cmd = [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
            '-p', 'backend:=onnxruntime', '-p', f'cache_dir:={tmp_path / "cache"}']
     proc = subprocess.Popen(cmd, env=ros_env, stdout=open(tmp_path / 'node.log', 'w'),
                             stderr=subprocess.STDOUT)
-    try:
-        # the rate the node can process: its output FPS under a saturating 30 Hz camera
-        calm = run_load(proc, ros_env, tmp_path / 'calm', 640, 480, rate=30.0, frames=90,
-                        warmup=10)
-        rate = 2.0 * calm['fps']
-        loaded = run_load(proc, ros_env, tmp_path / 'loaded', 640, 480, rate=rate,
-                          frames=int(rate * 20), warmup=5)
+    try:   # 60 Hz: above what the network alone allows on this machine (~30 ms a frame)
+        loaded = run_load(proc, ros_env, tmp_path / 'loaded', 640, 480, rate=60.0,
+                          frames=600, warmup=10)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     summary = {k: v for k, v in loaded.items() if k not in ('ages', 'rss_mb')}
-    (tmp_path / 'overload.json').write_text(json.dumps(
-        {'calm': {k: v for k, v in calm.items() if k not in ('ages', 'rss_mb')},
-         'loaded': summary}, indent=1))
-    assert calm['received']['panoptic'] > 0
+    (tmp_path / 'overload.json').write_text(json.dumps(summary, indent=1))
+    assert loaded['received']['panoptic'] > 0, summary
+    # Every image the node received was processed or replaced by a newer one (counted);
+    # at the moment of the last diagnostics at most one frame was pending and one in flight.
+    diag = loaded['diagnostics']
+    received, processed = int(diag['received_images']), int(diag['processed'])
+    dropped = int(diag.get('dropped_newer_frame', 0))
+    assert 0 <= received - processed - dropped <= 2, diag
+    # Where the node's own processing time exceeds the input period, frames must have been
+    # dropped at the input (not queued).
+    busy = sum(float(diag[f'{stage}_ms_p50']) for stage in
+               ('convert', 'preprocess', 'network', 'head', 'occupancy', 'publish')) / 1e3
+    if busy > 1.2 / loaded['rate']:
+        assert dropped > 0, diag
     # Saturated, the worker is never idle: its output period is its processing time T under
     # this load. Newest frame wins, so an output's age is at most the wait for the busy
-    # worker (< T) + T + transport. "Two frame periods plus the processing time" is read
-    # with the node's frame period (its output period, T): bound 3T. Read with the input
-    # period (T/2) it would be 2T, the theoretical worst case itself, which the p95 grazes.
-    processing_loaded = 1.0 / loaded['fps']
-    bound = 2 * processing_loaded + processing_loaded
+    # worker (< T) + T + transport: bound 3T, T read in this same run.
+    period = 1.0 / loaded['fps']
+    bound = 3 * period
     assert loaded['p95_ms'] / 1e3 < bound, (summary, bound)
     third = len(loaded['ages']) // 3   # bounded, not growing: the last third is no older
     assert np.percentile(loaded['ages'][-third:], 95) < bound, (loaded['ages'][-third:], bound)
-    # frames were dropped at the input (not queued): outputs well below inputs
-    assert loaded['received']['panoptic'] < 0.8 * loaded['sent'], summary
-    assert loaded['received']['panoptic'] > 0.25 * loaded['sent'], summary
