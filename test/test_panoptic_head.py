@@ -284,3 +284,11 @@ def test_contract_errors_name_the_problem():
         PanopticHeadConfig(stuff_area_fraction=2.0)
     with pytest.raises(ValueError, match='at least one stuff and one thing'):
         PanopticHead([True, True])
+
+
+def test_label_divisor_must_exceed_the_detection_slots():
+    # divisor 2 with three cars: ids 2 * 2 + 3 = 7 would decode to category 3, not the car's
+    case = random_case(np.random.default_rng(3), num_detections=3)
+    with pytest.raises(ValueError, match='label_divisor 2 must exceed the 3 detection slots'):
+        run_head(case, label_divisor=2)
+    run_head(case, label_divisor=4)   # above the slot count: accepted

@@ -176,6 +176,10 @@ class PanopticHead(torch.nn.Module):
             PanopticOutput at (H, W).
         """
         _check_inputs(sem_logits, center_offsets, boxes, scores, classes, valid, self.is_thing)
+        if self.config.label_divisor <= scores.shape[0]:   # a shape: no host synchronisation
+            raise ValueError(f'label_divisor {self.config.label_divisor} must exceed the '
+                             f'{scores.shape[0]} detection slots: larger instance ids would '
+                             'decode to another category')
         h, w = sem_logits.shape[-2:]
         out_h, out_w = image_size if image_size is not None else (h, w)
         if upsample == 'logits' and (out_h, out_w) != (h, w):
