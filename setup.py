@@ -14,7 +14,6 @@ setup(
     python_requires='>=3.10',
     entry_points={
         'console_scripts': [
-            'panoptic-ros-head-demo = panoptic_ros.head_demo:main',
             'panoptic-ros-sim = panoptic_ros.sim_cli:main',
             'panoptic-ros-eval = panoptic_ros.eval_cli:main',
             'panoptic-ros-train = panoptic_ros.train_cli:main',

@@ -1,4 +1,4 @@
-"""Benchmark: network latency per backend (issue 4), and the model's scores on a val split.
+"""Benchmark: network latency per backend, and the model's scores on a val split.
 
 640x480 camera frames (rendered sim frames) through Preprocessor + backend (the network
 alone, raw outputs), and the whole FramePipeline (+ decode + panoptic head), median and p95

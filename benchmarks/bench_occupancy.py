@@ -1,4 +1,4 @@
-"""Benchmark: occupancy projection (issue 6). Prints a table and writes it to a file.
+"""Benchmark: occupancy projection. Prints a table and writes it to a file.
 
 Ground-truth panoptic labels of rendered sim frames (640x480, seeds 100-139, apart from the
 calibration seeds of the footprint priors) -> 200x200 grid at 5 cm with the class mapping and

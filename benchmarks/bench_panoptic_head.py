@@ -1,4 +1,4 @@
-"""Benchmark: panoptic head latency (issue 5). Prints a table and writes it to a file.
+"""Benchmark: panoptic head latency. Prints a table and writes it to a file.
 
 For each input size, head resolution, number of detection slots and overlap policy: median
 and p95 latency of PanopticHead.forward over random network outputs (every slot a valid

@@ -1,4 +1,4 @@
-"""Benchmark: end to end through ROS 2 (issue 7). Prints a table and writes it to a file.
+"""Benchmark: end to end through ROS 2. Prints a table and writes it to a file.
 
 Three processes, as on a robot: a camera-like publisher (rendered sim frames, wall-clock
 stamps, camera_info with each image, sensor-data QoS) -> the node under test -> a recorder

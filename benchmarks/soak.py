@@ -1,4 +1,4 @@
-"""Soak (issue 8): panoptic_node under input at twice its processing rate for 10,000 frames.
+"""Soak: panoptic_node under input at twice its processing rate for 10,000 frames.
 
 Starts the node (shipped model, --backend) in its own process, measures the rate it can
 process with a saturating run (30 Hz camera, 150 frames), then publishes --frames camera

@@ -4,7 +4,7 @@ Verifies: the folder layout and metadata (stamps at 1/fps, the robot advancing a
 speed along a fixed heading, one camera for the whole sequence), replay through Sequence
 returns images, panoptic ids agreeing with the stored segments and occupancy grids, the
 ground truth changes as the robot moves, and the same seed renders the same files.
-Does not verify the ROS replay node (issue 3's sim camera node is not built yet).
+Does not verify the ROS replay node (test_sim_camera_node does).
 """
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Stage: panoptic head. Network outputs -> panoptic label image + segments.
 
-The parameter-free head of Weber et al., *Single-Shot Panoptic Segmentation* (paper 000,
+The parameter-free head of Weber et al., *Single-Shot Panoptic Segmentation* (IROS 2020,
 section III): the semantic logits are split into stuff and thing slices; every detection
 takes the slice of its class, keeps it only inside its box, and is stacked with the stuff
 logits into *instance-aware logits*; the argmax gives each pixel a stuff class or a
@@ -13,10 +13,10 @@ Same-class overlaps (identical logits in the overlap) are resolved by a policy:
 - ``smallest_first``: the detection with the smallest box area wins.
 - ``closest_center``: the pixel moves by its predicted offset to its object centre and joins
   the detection whose box centre is nearest (L2, input pixels).
-- ``paste``: LPSNet's panoptic head (paper 001, section 3.4): boxes are pasted in order of
-  decreasing confidence; a box's mask is the pixels inside it whose semantic argmax is its
-  class; a mask that overlaps already pasted masks by more than ``paste_overlap`` of its area
-  is discarded, otherwise its non-overlapping part is kept.
+- ``paste``: the head of *LPSNet: Lightweight Panoptic Segmentation Network* (section 3.4):
+  boxes are pasted in order of decreasing confidence; a box's mask is the pixels inside it
+  whose semantic argmax is its class; a mask that overlaps already pasted masks by more than
+  ``paste_overlap`` of its area is discarded, otherwise its non-overlapping part is kept.
 
 Post-processing: *unknowns* (pixels whose semantic argmax is a thing class but that no
 detection explains become void rather than the best stuff class), removal of stuff segments
