@@ -20,14 +20,15 @@ import tempfile
 
 from common import machine_description, write_result
 from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
-from panoptic_ros.ros.load import run_load
+from ros_load import run_load
 
 STAGES = ('convert', 'preprocess', 'network', 'head', 'occupancy', 'publish')
 
 
 def node_command(kind, backend, device, cache_dir):
     if kind == 'passthrough':
-        return [sys.executable, '-m', 'panoptic_ros.ros.load', 'passthrough']
+        return [sys.executable, str(Path(__file__).resolve().parent / 'ros_load.py'),
+                'passthrough']
     return [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
             '-p', f'backend:={backend}', '-p', f'device:={device}',
             '-p', f'cache_dir:={cache_dir}']

@@ -21,7 +21,7 @@ import time
 
 from common import machine_description, write_result
 from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
-from panoptic_ros.ros.load import run_load
+from ros_load import run_load
 
 COUNTERS = ('received_images', 'processed', 'dropped_newer_frame', 'skipped_no_subscribers',
             'failed_pipeline_exception', 'dropped_non_finite_output')

@@ -414,7 +414,8 @@ def test_overload_drops_at_the_input_and_bounds_the_age(ros_env, tmp_path):
 
     Nothing here compares rates measured at different moments, so a busy machine (a slower
     node) changes the numbers but not the verdict."""
-    from panoptic_ros.ros.load import run_load
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    from ros_load import run_load   # the benchmarks' load harness
     cmd = [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
            '-p', 'backend:=onnxruntime', '-p', f'cache_dir:={tmp_path / "cache"}']
     proc = subprocess.Popen(cmd, env=ros_env, stdout=open(tmp_path / 'node.log', 'w'),

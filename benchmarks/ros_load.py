@@ -1,11 +1,11 @@
-"""Load through ROS: a camera-like publisher, an output-age recorder, a pass-through node.
+"""Benchmark harness, load through ROS: a camera-like publisher, an output-age recorder, a pass-through node.
 
 Used by benchmarks/bench_ros.py (end-to-end FPS / latency / CPU / RSS), benchmarks/soak.py
 and the overload test. Each role is its own process, as on a robot:
 
-  python -m panoptic_ros.ros.load publish --width 640 --height 480 --rate 30 --frames 300
-  python -m panoptic_ros.ros.load record --kind panoptic --out ages.json
-  python -m panoptic_ros.ros.load passthrough
+  python benchmarks/ros_load.py publish --width 640 --height 480 --rate 30 --frames 300
+  python benchmarks/ros_load.py record --kind panoptic --out ages.json
+  python benchmarks/ros_load.py passthrough
 
 `publish` renders a few sim frames (pybullet), waits until something subscribes to `image`,
 publishes `--warmup` frames, then `--frames` more at `--rate` Hz with wall-clock stamps
@@ -196,7 +196,7 @@ def passthrough_main(args):
 
 # ---- orchestration ----------------------------------------------------------------------------
 def _role(role, *args):
-    return [sys.executable, '-m', 'panoptic_ros.ros.load', role, *map(str, args)]
+    return [sys.executable, str(Path(__file__).resolve()), role, *map(str, args)]
 
 
 def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panoptic',
@@ -274,7 +274,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m panoptic_ros.ros.load',
+    parser = argparse.ArgumentParser(prog='python benchmarks/ros_load.py',
                                      description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='role', required=True)
     p = sub.add_parser('publish', help='camera-like image publisher')
