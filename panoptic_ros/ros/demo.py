@@ -260,24 +260,22 @@ def pictures(ev, out, camera_info, T_base_optical, fps):
     sim_colors = dict(zip(['void'] + [c.name for c in CLASSES], class_colors()))
     colors = [sim_colors.get(n, c) for n, c in zip(names, zip(info.r, info.g, info.b))]
     shown = sorted(k for k in ev.pred if k in ev.images)
+    tiles = {k: frame_tiles(ev, k, names, colors) for k in shown}   # drawn once per frame
     written = []
     if shown:
         titles = ['camera', 'prediction (shipped model)', 'ground truth (simulator)']
         picks = [shown[i] for i in np.linspace(0, len(shown) - 1, min(4, len(shown)),
                                                dtype=int)]
-        rows = []
-        for k in picks:
-            tiles = frame_tiles(ev, k, names, colors)
-            rows.append([titled(t, f'{title}, frame {ev.frame_number[k]}')
-                         for t, title in zip(tiles, titles)])
+        rows = [[titled(t, f'{title}, frame {ev.frame_number[k]}')
+                 for t, title in zip(tiles[k], titles)] for k in picks]
         picture = montage(rows)
         picture = np.concatenate([picture, legend(names, colors, picture.shape[1],
-                                                  [False] + list(info.is_thing[1:]))], 0)
+                                                  list(info.is_thing))], 0)
         scale = min(1.0, 1280 / picture.shape[1])
         picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(out / 'demo_overlays.png'), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         # the animation: every kept frame, each tile about 320 pixels wide (a few MB)
-        frames = [montage([frame_tiles(ev, k, names, colors)]) for k in shown]
+        frames = [montage([tiles[k]]) for k in shown]
         write_animation(out / 'demo_animation.gif', frames, fps / ev.keep_every,
                         max_width=330 * len(rows[0]))
         written += ['demo_overlays.png', 'demo_animation.gif']

@@ -93,12 +93,14 @@ class SimCameraNode(Node):
         return (frame['rgb'], frame['panoptic'], frame['segments'], frame['occupancy'],
                 self.sequence.grid, self.sequence.camera_info)
 
-    def tick(self):
+    def _may_start(self):
         others = [self.info_pub]
         if self.p['publish_ground_truth']:
             others += [self.panoptic_pub, self.grid_pub]
-        if self.published == 0 and not subscribed(self.image_pub, others,
-                                                  self.p['wait_for_subscribers']):
+        return subscribed(self.image_pub, others, self.p['wait_for_subscribers'])
+
+    def tick(self):
+        if self.published == 0 and not self._may_start():
             self.get_logger().info('waiting for subscribers', throttle_duration_sec=5.0)
             return
         frame = self.next_frame()
