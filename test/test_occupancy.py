@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from panoptic_ros.core.camera_model import (camera_pose_in_base, intrinsics_from_fov,
-                                            rotation_rpy, transform_from_quaternion)
+                                            PinholeCamera, rotation_rpy,
+                                            transform_from_quaternion)
 from panoptic_ros.core.metrics import occupancy_scores
 from panoptic_ros.core.occupancy import (
     FootprintPrior, FREE, ground_to_pixels, horizon_row, OCCUPIED, OccupancyConfig,
@@ -37,33 +38,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pinhole_pitch_roll_and_horizon():
-    K = intrinsics_from_fov(640, 480, 60.0)
+    camera = PinholeCamera.from_fov(640, 480, 60.0)
+    K = camera.K
     h, pitch = 1.2, math.radians(20)
     T = camera_pose_in_base(0.0, 0.0, h, 0.0, pitch, 0.0)
     cx, cy = K[0, 2], K[1, 2]
     # the principal point looks along the optical axis: ground at h / tan(pitch) ahead
-    (x, y), = pixels_to_ground([[cx, cy]], K, None, T)
+    (x, y), = pixels_to_ground([[cx, cy]], camera, T)
     assert x == pytest.approx(h / math.tan(pitch)) and y == pytest.approx(0.0, abs=1e-9)
     # a row 100 px lower: angle pitch + atan(100 / fy) below the horizon
-    (x, y), = pixels_to_ground([[cx, cy + 100]], K, None, T)
+    (x, y), = pixels_to_ground([[cx, cy + 100]], camera, T)
     assert x == pytest.approx(h / math.tan(pitch + math.atan(100 / K[1, 1])))
     # horizon: fy * tan(pitch) above the principal point; above it no ground
-    v_h = horizon_row(K, T, cx)
+    v_h = horizon_row(camera, T, cx)
     assert v_h == pytest.approx(cy - K[1, 1] * math.tan(pitch))
-    above, below = pixels_to_ground([[cx, v_h - 1], [cx, v_h + 1]], K, None, T)
+    above, below = pixels_to_ground([[cx, v_h - 1], [cx, v_h + 1]], camera, T)
     assert np.isnan(above).all() and np.isfinite(below).all()
     # roll about the forward axis keeps the optical axis, tilts the horizon
     T_roll = camera_pose_in_base(0.0, 0.0, h, math.radians(10), pitch, 0.0)
-    (x, y), = pixels_to_ground([[cx, cy]], K, None, T_roll)
+    (x, y), = pixels_to_ground([[cx, cy]], camera, T_roll)
     assert x == pytest.approx(h / math.tan(pitch)) and y == pytest.approx(0.0, abs=1e-9)
-    assert horizon_row(K, T_roll, 0) != pytest.approx(horizon_row(K, T_roll, 639))
+    assert horizon_row(camera, T_roll, 0) != pytest.approx(horizon_row(camera, T_roll, 639))
     # ground points project back to where they came from, with and without roll
     rng = np.random.default_rng(0)
     pts = np.stack([rng.uniform(2, 10, 50), rng.uniform(-2, 2, 50)], 1)
     for transform in (T, T_roll):
-        uv, depth = ground_to_pixels(pts, K, None, transform)
+        uv, depth = ground_to_pixels(pts, camera, transform)
         assert (depth > 0).all()
-        assert np.allclose(pixels_to_ground(uv, K, None, transform), pts, atol=1e-6)
+        assert np.allclose(pixels_to_ground(uv, camera, transform), pts, atol=1e-6)
 
 
 def _quaternion_product(a, b):
@@ -101,13 +103,14 @@ def test_transform_from_tf_quaternion():
 def test_distortion_round_trip():
     K = intrinsics_from_fov(640, 480, 70.0)
     D = np.array([-0.28, 0.09, 0.001, -0.0005, -0.01])
+    distorted, pinhole = PinholeCamera(K, D, 640, 480), PinholeCamera(K, None, 640, 480)
     T = camera_pose_in_base(0.2, 0.0, 0.8, 0.0, math.radians(15), 0.0)
     pts = np.stack(np.meshgrid(np.linspace(2, 8, 7), np.linspace(-1.5, 1.5, 7)), -1).reshape(-1, 2)
-    uv, _ = ground_to_pixels(pts, K, D, T)
-    uv_pinhole, _ = ground_to_pixels(pts, K, None, T)
+    uv, _ = ground_to_pixels(pts, distorted, T)
+    uv_pinhole, _ = ground_to_pixels(pts, pinhole, T)
     assert np.abs(uv - uv_pinhole).max() > 5        # distortion moves pixels noticeably
-    assert np.allclose(pixels_to_ground(uv, K, D, T), pts, atol=1e-3)
-    assert np.abs(pixels_to_ground(uv, K, None, T) - pts).max() > 0.05
+    assert np.allclose(pixels_to_ground(uv, distorted, T), pts, atol=1e-3)
+    assert np.abs(pixels_to_ground(uv, pinhole, T) - pts).max() > 0.05
 
 
 def _projector(frame, **config):

@@ -137,7 +137,7 @@ def test_outputs_stamps_ids_and_grid(model_path, frame, ros_env, ros_node, tmp_p
         assert grid_msg.info.width == 200 and grid_msg.info.resolution == pytest.approx(0.05)
         grid = np.frombuffer(bytes(grid_msg.data), np.int8).reshape(200, 200)
         settings = Settings.from_params({})
-        projector = OccupancyProjector(frame.K, np.zeros(5), (480, 640), T, GridConfig(),
+        projector = OccupancyProjector(frame.camera, T, GridConfig(),
                                        settings.occupancy_config(
                                            list(default_model_config().classes), 1000), 11)
         expected, ground = projector(labels)

@@ -15,8 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov, project
-from panoptic_ros.core.occupancy import pixel_rays
+from panoptic_ros.core.camera_model import camera_pose_in_base, intrinsics_from_fov, PinholeCamera
 from panoptic_ros.core.sim.occupancy_gt import (
     FREE, GridSpec, inside_convex_polygon, NON_DRIVABLE, OCCUPIED, UNKNOWN)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
@@ -94,7 +93,7 @@ def test_render_matches_K():
         frame = world.render(T, K)
     v, u = np.mgrid[120:240:3, 0:320:3]
     v, u = v.ravel(), u.ravel()
-    rays = pixel_rays(np.stack([u, v], 1), K)                  # optical frame, z = 1
+    rays = PinholeCamera(K, None, 320, 240).rays(np.stack([u, v], 1))   # optical, z = 1
     down = rays @ T[:3, :3].T
     depth = (GRASS_TOP_Z - T[2, 3]) / down[:, 2]               # along the optical axis
     seen = (depth > 0) & (depth < 20)
@@ -110,11 +109,12 @@ def test_camera_model_agrees_with_renderer():
         frame = world.render(T, K)
     # The box's front face centre (3.5, 0, 0.5) projects onto the wall's pixels, and the
     # wall's pixel extent matches the projection of its visible corners within a pixel.
-    (u, v), = project(np.array([[3.5, 0.0, 0.5]]), T, K)[0]
+    camera = PinholeCamera(K, None, 320, 240)
+    (u, v), = camera.project_from_base(np.array([[3.5, 0.0, 0.5]]), T)[0]
     wall = frame.panoptic == BY_NAME['wall'].id * LABEL_DIVISOR
     assert wall[int(round(v)), int(round(u))]
     corners = np.array([[3.5, y, z] for y in (-0.5, 0.5) for z in (0.0, 1.0)])
-    uv, _ = project(corners, T, K)
+    uv, _ = camera.project_from_base(corners, T)
     rows, cols = np.nonzero(wall)
     assert abs(cols.min() - uv[:, 0].min()) <= 1.5 and abs(cols.max() - uv[:, 0].max()) <= 1.5
     assert abs(rows.max() - uv[:, 1].max()) <= 1.5
@@ -169,7 +169,8 @@ def test_thing_stands_in_its_footprint(name):
         mask = (frame.panoptic == pid) & (frame.depth > 0)
         assert mask.sum() > 300
         v, u = np.nonzero(mask)
-        rays = pixel_rays(np.stack([u, v], 1), K)          # (x, y, 1): scaled by depth
+        # (x, y, 1) rays, scaled by depth
+        rays = PinholeCamera(K, None, 320, 240).rays(np.stack([u, v], 1))
         points = (rays * frame.depth[v, u][:, None]) @ T[:3, :3].T + T[:3, 3]
         inside = inside_convex_polygon(points[:, 0], points[:, 1], np.asarray(polygon))
         assert inside.mean() >= 0.85, (name, yaw, inside.mean())

@@ -112,7 +112,7 @@ def test_extrinsics_from_tf2(ros_env, tmp_path):
             config = settings.occupancy_config(list(default_model_config().classes), 1000)
 
             def projection(transform):
-                return OccupancyProjector(frame.K, np.zeros(5), (480, 640), transform,
+                return OccupancyProjector(frame.camera, transform,
                                           settings.grid, config, 11)(labels)[0]
             assert (grid == 0).sum() > 1000                      # the shipped model sees road
             assert np.array_equal(grid, projection(T))

@@ -1,4 +1,6 @@
-"""Pinhole camera model and frames shared by the simulator and the occupancy projection.
+"""The camera model: one `PinholeCamera` (intrinsics, distortion, image size) and the frames,
+used by the simulator, the occupancy projection and the node (as
+image_geometry.PinholeCameraModel is in ROS).
 
 Frames (ROS REP 103 / 105 conventions):
 - base frame: x forward, y left, z up; the ground is the plane z = 0.
@@ -7,8 +9,10 @@ Pixels follow OpenCV / sensor_msgs/CameraInfo: (u, v) = (column, row) with integ
 pixel centres, so the principal point of a centred lens is ((W - 1) / 2, (H - 1) / 2).
 """
 
+from dataclasses import dataclass
 import math
 
+import cv2
 import numpy as np
 
 # Rotation from the optical frame to a body frame (x forward, y left, z up) of the camera:
@@ -51,18 +55,6 @@ def rpy_from_base_optical(T_base_optical):
     R = np.asarray(T_base_optical)[:3, :3] @ R_BODY_FROM_OPTICAL.T
     pitch = math.asin(max(-1.0, min(1.0, -R[2, 0])))
     return math.atan2(R[2, 1], R[2, 2]), pitch, math.atan2(R[1, 0], R[0, 0])
-
-
-def project(points_base, T_base_optical, K):
-    """Project points [n, 3] in the base frame. Returns (uv [n, 2] pixels, z [n] depth along
-    the optical axis in metres; z <= 0 is behind the camera)."""
-    rotation, translation = T_base_optical[:3, :3], T_base_optical[:3, 3]
-    cam = (np.asarray(points_base, np.float64) - translation) @ rotation   # = R^T (p - t)
-    z = cam[:, 2]
-    with np.errstate(divide='ignore', invalid='ignore'):
-        u = K[0, 0] * cam[:, 0] / z + K[0, 2]
-        v = K[1, 1] * cam[:, 1] / z + K[1, 2]
-    return np.stack([u, v], 1), z
 
 
 def camera_info_dict(K, width, height, frame_id='camera_optical'):
@@ -130,3 +122,112 @@ def scale_intrinsics(K, sx, sy):
     K[1, 1] *= sy
     K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
     return K
+
+
+@dataclass(frozen=True, eq=False)
+class PinholeCamera:
+    """A calibrated camera: K [3, 3], distortion D (OpenCV plumb_bob / rational_polynomial
+    coefficients, zeros when undistorted) and the image size it describes.
+
+    Build it with `from_camera_info` (a sensor_msgs/CameraInfo or camera_info_dict()), or
+    `from_fov`; `problem_of` says why a CameraInfo cannot be used.
+    """
+    K: np.ndarray
+    D: np.ndarray
+    width: int
+    height: int
+
+    def __post_init__(self):
+        K = np.asarray(self.K, np.float64).reshape(3, 3)
+        D = np.zeros(5) if self.D is None or len(self.D) == 0 else \
+            np.asarray(self.D, np.float64).ravel()
+        problem = camera_info_problem(self.width, self.height, K, D)
+        if problem is not None:
+            raise ValueError(problem)
+        object.__setattr__(self, 'K', K)
+        object.__setattr__(self, 'D', D)
+        object.__setattr__(self, 'width', int(self.width))
+        object.__setattr__(self, 'height', int(self.height))
+
+    @classmethod
+    def from_camera_info(cls, info):
+        """From a sensor_msgs/CameraInfo message or a camera_info_dict() dict."""
+        get = info.get if isinstance(info, dict) else lambda key: getattr(info, key)
+        return cls(np.asarray(get('k'), np.float64), np.asarray(get('d'), np.float64),
+                   get('width'), get('height'))
+
+    @classmethod
+    def from_fov(cls, width, height, vertical_fov_deg):
+        """A centred, undistorted camera with square pixels (intrinsics_from_fov)."""
+        return cls(intrinsics_from_fov(width, height, vertical_fov_deg), None, width, height)
+
+    @staticmethod
+    def problem_of(width, height, K, D):
+        """Why (width, height, K, D) of a CameraInfo cannot be used, or None."""
+        return camera_info_problem(width, height, K, D)
+
+    @property
+    def size(self):
+        """(height, width) of the images, as numpy shapes are."""
+        return (self.height, self.width)
+
+    @property
+    def distorted(self):
+        return bool(self.D.any())
+
+    @property
+    def fx(self):
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self):
+        return float(self.K[1, 1])
+
+    @property
+    def cx(self):
+        return float(self.K[0, 2])
+
+    @property
+    def cy(self):
+        return float(self.K[1, 2])
+
+    def key(self):
+        """Hashable identity (for caches of per-camera tables)."""
+        return (self.K.tobytes(), self.D.tobytes(), self.width, self.height)
+
+    def scaled(self, width, height):
+        """The same camera for its images resized to (width, height) pixels."""
+        K = scale_intrinsics(self.K, width / self.width, height / self.height)
+        return PinholeCamera(K, self.D, width, height)
+
+    def rays(self, pixels):
+        """Rays (x, y, 1) [n, 3] in the optical frame of pixels [n, 2] (u, v), undistorted
+        (image_geometry's projectPixelTo3dRay, with z = 1 instead of unit length)."""
+        pixels = np.asarray(pixels, np.float64).reshape(-1, 1, 2)
+        normalized = cv2.undistortPoints(pixels, self.K, self.D).reshape(-1, 2)
+        return np.concatenate([normalized, np.ones((len(normalized), 1))], 1)
+
+    def project(self, points_optical):
+        """Pixels (u, v) [n, 2] of points [n, 3] in the optical frame, with distortion
+        (project3dToPixel); points must lie in front of the camera (z > 0)."""
+        points = np.asarray(points_optical, np.float64).reshape(-1, 1, 3)
+        if not self.distorted:
+            with np.errstate(divide='ignore', invalid='ignore'):
+                z = points[:, 0, 2]
+                return np.stack([self.fx * points[:, 0, 0] / z + self.cx,
+                                 self.fy * points[:, 0, 1] / z + self.cy], 1)
+        uv, _ = cv2.projectPoints(points, np.zeros(3), np.zeros(3), self.K, self.D)
+        return uv.reshape(-1, 2)
+
+    def project_from_base(self, points_base, T_base_optical):
+        """Pixels (u, v) [n, 2] of base-frame points [n, 3] and their depth z [n] along the
+        optical axis (metres; <= 0 behind the camera)."""
+        R, t = T_base_optical[:3, :3], T_base_optical[:3, 3]
+        optical = (np.asarray(points_base, np.float64) - t) @ R       # = R^T (p - t)
+        return self.project(optical), optical[:, 2]
+
+    def to_camera_info(self, frame_id='camera_optical'):
+        """A sensor_msgs/CameraInfo-compatible dict."""
+        info = camera_info_dict(self.K, self.width, self.height, frame_id)
+        info['d'] = [float(v) for v in self.D]
+        return info

@@ -44,7 +44,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from panoptic_ros.core.backends import (BackendUnavailable, configure_torch_threads,
                                         make_backend)
-from panoptic_ros.core.camera_model import (camera_info_problem, scale_intrinsics,
+from panoptic_ros.core.camera_model import (camera_info_problem, PinholeCamera,
                                             transform_from_quaternion)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint
 from panoptic_ros.core.inference import check_finite, FramePipeline
@@ -386,13 +386,12 @@ class PanopticNode(Node):
         key = (tuple(info.k), tuple(info.d), tuple(image_size), tuple(original_size),
                np.round(T, 4).tobytes())
         if key != self.projector_key:
-            K = scale_intrinsics(np.asarray(info.k).reshape(3, 3),
-                                 image_size[1] / original_size[1],
-                                 image_size[0] / original_size[0])
             try:
+                camera = PinholeCamera.from_camera_info(info).scaled(image_size[1],
+                                                                     image_size[0])
                 self.projector = OccupancyProjector(
-                    K, np.asarray(info.d), image_size, T,
-                    self.settings.grid, self.occupancy_config, len(self.classes) + 1)
+                    camera, T, self.settings.grid, self.occupancy_config,
+                    len(self.classes) + 1)
             except ValueError as exc:
                 self.stats.count('occupancy_skipped_camera_info')
                 self.get_logger().warning(f'occupancy disabled: {exc}',

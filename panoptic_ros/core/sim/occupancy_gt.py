@@ -30,7 +30,6 @@ reproduce them.
 import cv2
 import numpy as np
 
-from panoptic_ros.core.camera_model import project
 from panoptic_ros.core.occupancy import GridConfig
 from panoptic_ros.core.sim.taxonomy import CLASSES, LABEL_DIVISOR
 
@@ -85,14 +84,14 @@ def classify_cells(seen, in_view, in_footprint_of, grid=GridSpec()):
     return result.reshape(grid.height, grid.width)
 
 
-def labels_at_cells(panoptic, grid, K, T_base_optical, near=0.05):
+def labels_at_cells(panoptic, grid, camera, T_base_optical, near=0.05):
     """Cell centres as points [n, 3] (base frame), whether each projects into the image in
     front of the camera (depth > near), and the label the image shows at its pixel (the
     nearest pixel centre; 0 where not in view)."""
     height, width = panoptic.shape
     x, y = grid.cell_centres()
     points = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], 1)
-    uv, depth = project(points, T_base_optical, K)
+    uv, depth = camera.project_from_base(points, T_base_optical)
     u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
     in_view = (depth > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     seen = np.zeros(len(points), np.int64)

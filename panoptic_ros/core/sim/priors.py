@@ -25,7 +25,7 @@ import numpy as np
 
 from panoptic_ros.core.metrics import occupancy_scores
 from panoptic_ros.core.occupancy import (FootprintPrior, GridConfig, OccupancyConfig,
-                                         OccupancyProjector, pixel_rays)
+                                         OccupancyProjector)
 from panoptic_ros.core.sim.occupancy_gt import inside_convex_polygon
 from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
 
@@ -39,7 +39,7 @@ CALIBRATION_SEEDS = range(1000, 1120)   # apart from the benchmark's (100-139) a
 def projector_for(frame, config):
     """OccupancyProjector of a rendered frame's camera and grid."""
     g = frame.grid
-    return OccupancyProjector(frame.K, None, frame.panoptic.shape, frame.T_base_optical,
+    return OccupancyProjector(frame.camera, frame.T_base_optical,
                               GridConfig(g.resolution, g.width, g.height, g.origin_x,
                                          g.origin_y), config)
 
@@ -72,7 +72,7 @@ def _visible_tops(frame):
         if not segment['is_thing'] or x == 0 or y == 0 or x + w == width or y + h == height:
             continue
         v, u = np.nonzero(frame.panoptic == segment['id'])
-        rays = pixel_rays(np.stack([u, v], 1), frame.K)
+        rays = frame.camera.rays(np.stack([u, v], 1))
         points = (rays * frame.depth[v, u][:, None]) @ frame.T_base_optical[:3, :3].T + \
             frame.T_base_optical[:3, 3]
         tops[segment['id']] = float(points[:, 2].max())
@@ -97,7 +97,7 @@ def measure_footprint_priors(frames):
                 heights.setdefault(category, []).append(tops[pid])
             own = points[ids == pid]
             if len(own) >= 3:
-                offset = _front_offset(own, projector.camera_xy, polygon)
+                offset = _front_offset(own, projector.view.camera_xy, polygon)
                 if np.isfinite(offset):
                     offsets.setdefault(category, []).append(offset)
     priors = {}

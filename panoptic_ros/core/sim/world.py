@@ -21,7 +21,7 @@ import pybullet_data
 from pybullet_utils.bullet_client import BulletClient
 
 from panoptic_ros.core.camera_model import (camera_pose_in_base, intrinsics_from_fov,
-                                            rotation_rpy)
+                                            PinholeCamera, rotation_rpy)
 from panoptic_ros.core.sim.occupancy_gt import (
     classify_cells, footprint_owner, GridSpec, labels_at_cells)
 from panoptic_ros.core.sim.taxonomy import BY_NAME, LABEL_DIVISOR, THINGS
@@ -83,6 +83,11 @@ class Frame:
     occupancy: np.ndarray = None
     grid: GridSpec = None
     T_world_base: np.ndarray = None
+
+    @property
+    def camera(self):
+        """The PinholeCamera of the image (K, no distortion)."""
+        return PinholeCamera(self.K, None, self.rgb.shape[1], self.rgb.shape[0])
 
 
 def segments_of(panoptic):
@@ -298,7 +303,8 @@ class SimWorld:
         occupancy_gt.py), in the base frame of a robot at pose T_world_base (default: the
         world frame)."""
         T_world_base = np.eye(4) if T_world_base is None else T_world_base
-        points, in_view, seen = labels_at_cells(panoptic, grid, K, T_base_optical,
+        camera = PinholeCamera(K, None, panoptic.shape[1], panoptic.shape[0])
+        points, in_view, seen = labels_at_cells(panoptic, grid, camera, T_base_optical,
                                                 self.config.near)
         world = points @ T_world_base[:3, :3].T + T_world_base[:3, 3]
         footprints = [(b.panoptic_id, b.footprint) for b in self.bodies.values()
