@@ -66,7 +66,7 @@ COCO_STUFF_AREA_FRACTION = 4096.0 / (640 * 480)
 class PanopticHeadConfig:
     """Values that do not change frame by frame."""
 
-    policy: str = 'closest_center'
+    policy: str = 'highest_confidence'
     label_divisor: int = 1000
     unknowns: bool = True                 # unexplained thing pixels -> void (else best stuff)
     stuff_area_fraction: float = COCO_STUFF_AREA_FRACTION  # 0 disables stuff removal

@@ -1,9 +1,13 @@
 """Node settings: every value that does not change frame by frame, validated in one place.
 
-`PARAMETERS` is the single list of panoptic_node parameters (name -> default, description);
-config/panoptic.yaml sets the same keys and test_settings checks that the two agree.
-`Settings.from_params` turns a {name: value} dict into the configs of the pipeline stages
-and raises ValueError naming the parameter and its bad value. No ROS imports here.
+`PARAMETERS` is the single list of panoptic_node parameters (name -> Spec: default,
+description, accepted values, whether it may change at run time); the ROS layer declares
+them from it, config/panoptic.yaml sets the same keys and README's parameter table is
+generated from it (tests keep all three equal). `Settings.from_params` turns a {name: value}
+dict into the configs of the pipeline stages and raises ValueError naming the parameter and
+its bad value. The defaults of the stage configs (DecodeConfig, PanopticHeadConfig) are the
+parameters' defaults, so training validation, benchmarks and the node run the same settings.
+No ROS imports here.
 """
 
 import dataclasses
@@ -23,64 +27,148 @@ OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupanc
 RELIABILITIES = ('best_effort', 'reliable')
 DEFAULT_MODEL = 'panoptic_light_sim.safetensors'
 
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: default, description and the values it accepts.
+
+    low / high: inclusive bounds (exclusive where low_open / high_open); choices: the
+    accepted values (for a list, the accepted entries); live: may change while the node
+    runs (`ros2 param set`), otherwise read-only once the node has started. The ROS layer
+    turns a Spec into a ParameterDescriptor (ranges, choices, read_only); `check` is the one
+    validation of a single value.
+    """
+    default: object
+    description: str
+    low: float = None
+    high: float = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = None
+    live: bool = False
+
+    def check(self, name, value):
+        """Raise ValueError naming the parameter and its bad value."""
+        def bad(why):
+            raise ValueError(f'parameter {name}={value!r}: {why}')
+        kind = type(self.default)
+        if kind is float and not isinstance(value, (int, float)) or \
+                kind is int and not isinstance(value, int) or \
+                kind is bool and not isinstance(value, bool) or \
+                kind is str and not isinstance(value, str) or \
+                kind is list and not isinstance(value, (list, tuple)):
+            bad(f'must be of type {kind.__name__}')
+        if self.low is not None or self.high is not None:
+            if isinstance(value, float) and not math.isfinite(value):
+                bad('must be finite')
+            below = self.low is not None and (value <= self.low if self.low_open
+                                              else value < self.low)
+            above = self.high is not None and (value >= self.high if self.high_open
+                                               else value > self.high)
+            if below or above:
+                bad(f'must be in {self.range_text()}')
+        if self.choices is not None:
+            values = value if kind is list else [value]
+            wrong = [v for v in values if v not in self.choices]
+            if wrong:
+                bad(f'must be {"entries " if kind is list else ""}one of '
+                    f'{", ".join(map(str, self.choices))}')
+
+    def range_text(self):
+        low = '-inf' if self.low is None else self.low
+        high = 'inf' if self.high is None else self.high
+        return f'{"(" if self.low_open else "["}{low}, {high}{")" if self.high_open else "]"}'
+
+
+_head, _decode = PanopticHeadConfig(), DecodeConfig()
 PARAMETERS = {
-    'model_path': ('', 'checkpoint (.safetensors); empty = the shipped light model'),
-    'backend': ('onnxruntime', f'network runtime: one of {", ".join(BACKENDS)}'),
-    'device': ('cpu', "'cpu' or 'cuda' ('cuda' falls back to the CPU unless strict_device)"),
-    'strict_device': (False, 'fail at start-up instead of falling back to the CPU'),
-    'half': (False, 'fp16 on CUDA (torch backends)'),
-    'threads': (0, 'CPU threads for the network, 0 = library default (PyTorch runs the head '
-                   'on 1 thread when onnxruntime or tensorrt runs the network)'),
-    'cache_dir': ('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
-                      'panoptic_ros'),
-    'score_threshold': (0.4, 'detection confidence threshold (0..1)'),
-    'nms_iou': (0.5, 'IoU of per-class non-maximum suppression (0..1]'),
-    'max_detections': (100, 'detections kept per frame (>= 1)'),
-    'overlap_policy': ('highest_confidence', f'panoptic head: one of {", ".join(POLICIES)}'),
-    'unknowns': (True, 'thing pixels no detection explains become void'),
-    'stuff_area_fraction': (4096 / (640 * 480), 'stuff segments smaller than this fraction '
-                                                'of the image become void'),
-    'outputs': (list(OUTPUTS), f'outputs to publish (subset of {", ".join(OUTPUTS)})'),
-    'image_reliability': ('best_effort', 'QoS reliability of image and camera_info '
-                                         '(best_effort | reliable)'),
-    'image_queue_depth': (1, 'QoS depth of the image subscription (>= 1)'),
-    'use_compressed': (False, 'also subscribe to image/compressed (sensor_msgs/CompressedImage)'),
-    'max_image_pixels': (3840 * 2160, 'larger images are resized down before processing'),
-    'free_classes': (['road'], 'classes that are drivable ground (occupancy 0)'),
-    'cost_classes': (['grass'], 'classes that are non-drivable ground (occupancy = ground_cost)'),
-    'ground_cost': (50, 'occupancy value of cost_classes (1..99)'),
-    'ignore_classes': (['sky'], 'classes never projected (above the horizon)'),
-    'footprint_classes': (['car', 'robot', 'droid', 'duck', 'teddy', 'table'],
-                          'thing classes whose footprint is completed as a rectangle from '
-                          'footprint_priors'),
-    'footprint_priors': ([1.61, 1.02, 0.11, 0.55, 1.08, 0.74, 0.05, 0.42,
-                          0.73, 0.55, 0.03, 0.93, 0.46, 0.43, 0.24, 0.3,
-                          0.76, 0.62, 0.31, 0.5, 1.47, 0.98, 0.03, 0.63],
-                         'per footprint class 4 numbers (m): length, width, contact offset '
-                         '(how far the footprint reaches in front of the visible ground '
-                         'contact), height (0 = unknown); the defaults are the simulator\'s, '
-                         'measured by panoptic-ros-sim footprint-priors'),
-    'footprint_scale': (0.95, 'fraction of a prior\'s length and width marked occupied (0..2]'),
-    'obstacle_depth': (0.2, 'metres behind the visible contacts of an obstacle without a '
-                            'footprint prior marked occupied (perpendicular to a wall\'s '
-                            'face, along the camera rays of a thing)'),
-    'max_footprint': (0.7, 'contacts of a thing without a footprint prior farther than this '
-                           'behind its nearest one are not its footprint (m)'),
-    'base_frame_id': ('base_link', 'frame of the occupancy grid and ground positions'),
-    'grid_resolution': (0.05, 'occupancy cell size (m)'),
-    'grid_width': (200, 'cells along x'),
-    'grid_height': (200, 'cells along y'),
-    'grid_origin_x': (0.0, 'x of the grid\'s lower corner in the base frame (m)'),
-    'grid_origin_y': (-5.0, 'y of the grid\'s lower corner in the base frame (m)'),
-    'use_tf': (True, 'camera extrinsics from tf2 at the image stamp when tf2_ros exists'),
-    'tf_timeout': (0.05, 'seconds to wait for a transform'),
-    'camera_xyz': ([0.0, 0.0, 1.0], 'fallback extrinsics: camera position in the base frame (m)'),
-    'camera_rpy': ([0.0, 0.2, 0.0], 'fallback extrinsics: camera roll, pitch (> 0 looks '
-                                    'down), yaw (rad)'),
-    'min_output_rate': (1.0, 'diagnostics: WARN below this output rate (Hz)'),
-    'max_consecutive_failures': (5, 'diagnostics: ERROR after this many frames in a row '
-                                    'failed in the pipeline'),
+    'model_path': Spec('', 'checkpoint (.safetensors); empty = the shipped light model'),
+    'backend': Spec('onnxruntime', 'network runtime', choices=BACKENDS),
+    'device': Spec('cpu', "'cpu' or 'cuda[:N]' ('cuda' falls back to the CPU unless "
+                          "strict_device)"),
+    'strict_device': Spec(False, 'fail at start-up instead of falling back to the CPU'),
+    'half': Spec(False, 'fp16 on CUDA (torch backends)'),
+    'threads': Spec(0, 'CPU threads for the network, 0 = library default (PyTorch runs the '
+                       'head on 1 thread when onnxruntime or tensorrt runs the network)',
+                    low=0, high=256),
+    'cache_dir': Spec('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
+                          'panoptic_ros'),
+    'score_threshold': Spec(_decode.score_threshold, 'detection confidence threshold',
+                            low=0.0, high=1.0, live=True),
+    'nms_iou': Spec(_decode.nms_iou, 'IoU of per-class non-maximum suppression', low=0.0,
+                    high=1.0, low_open=True, live=True),
+    'max_detections': Spec(_decode.max_detections, 'detections kept per frame (the head\'s '
+                                                   'instance slots; below label_divisor)',
+                           low=1, high=_head.label_divisor - 1),
+    'overlap_policy': Spec(_head.policy, 'panoptic head: how same-class overlaps are '
+                                         'resolved', choices=POLICIES, live=True),
+    'unknowns': Spec(_head.unknowns, 'thing pixels no detection explains become void',
+                     live=True),
+    'stuff_area_fraction': Spec(_head.stuff_area_fraction, 'stuff segments smaller than this '
+                                                           'fraction of the image become void',
+                                low=0.0, high=1.0, high_open=True, live=True),
+    'outputs': Spec(list(OUTPUTS), 'outputs to publish', choices=OUTPUTS),
+    'image_reliability': Spec('best_effort', 'QoS reliability of image and camera_info',
+                              choices=RELIABILITIES),
+    'image_queue_depth': Spec(1, 'QoS depth of the image subscription', low=1, high=10000),
+    'use_compressed': Spec(False, 'also subscribe to image/compressed '
+                                  '(sensor_msgs/CompressedImage)'),
+    'max_image_pixels': Spec(3840 * 2160, 'larger images are resized down before processing',
+                             low=64 * 64, high=10 ** 9),
+    'free_classes': Spec(['road'], 'classes that are drivable ground (occupancy 0)'),
+    'cost_classes': Spec(['grass'], 'classes that are non-drivable ground (occupancy = '
+                                    'ground_cost)'),
+    'ground_cost': Spec(50, 'occupancy value of cost_classes', low=1, high=99),
+    'ignore_classes': Spec(['sky'], 'classes never projected (above the horizon)'),
+    'footprint_classes': Spec(['car', 'robot', 'droid', 'duck', 'teddy', 'table'],
+                              'thing classes whose footprint is completed as a rectangle '
+                              'from footprint_priors'),
+    'footprint_priors': Spec([1.61, 1.02, 0.11, 0.55, 1.08, 0.74, 0.05, 0.42,
+                              0.73, 0.55, 0.03, 0.93, 0.46, 0.43, 0.24, 0.3,
+                              0.76, 0.62, 0.31, 0.5, 1.47, 0.98, 0.03, 0.63],
+                             'per footprint class 4 numbers (m): length, width, contact '
+                             'offset (how far the footprint reaches in front of the visible '
+                             'ground contact), height (0 = unknown); the defaults are the '
+                             'simulator\'s, measured by panoptic-ros-sim footprint-priors'),
+    'footprint_scale': Spec(0.95, 'fraction of a prior\'s length and width marked occupied',
+                            low=0.0, high=2.0, low_open=True),
+    'obstacle_depth': Spec(0.2, 'metres behind the visible contacts of an obstacle without a '
+                                'footprint prior marked occupied (perpendicular to a wall\'s '
+                                'face, along the camera rays of a thing)', low=0.0, high=10.0),
+    'max_footprint': Spec(0.7, 'contacts of a thing without a footprint prior farther than '
+                               'this behind its nearest one are not its footprint (m)',
+                          low=0.0, high=100.0, low_open=True),
+    'base_frame_id': Spec('base_link', 'frame of the occupancy grid and ground positions'),
+    'grid_resolution': Spec(0.05, 'occupancy cell size (m)', low=0.0, high=10.0,
+                            low_open=True),
+    'grid_width': Spec(200, 'cells along x', low=1, high=10000),
+    'grid_height': Spec(200, 'cells along y', low=1, high=10000),
+    'grid_origin_x': Spec(0.0, 'x of the grid\'s lower corner in the base frame (m)'),
+    'grid_origin_y': Spec(-5.0, 'y of the grid\'s lower corner in the base frame (m)'),
+    'use_tf': Spec(True, 'camera extrinsics from tf2 at the image stamp when tf2_ros exists'),
+    'tf_timeout': Spec(0.05, 'seconds to wait for a transform', low=0.0, high=10.0),
+    'camera_xyz': Spec([0.0, 0.0, 1.0], 'fallback extrinsics: camera position in the base '
+                                        'frame (m)'),
+    'camera_rpy': Spec([0.0, 0.2, 0.0], 'fallback extrinsics: camera roll, pitch (> 0 looks '
+                                        'down), yaw (rad)'),
+    'min_output_rate': Spec(1.0, 'diagnostics: WARN below this output rate (Hz)', low=0.0,
+                            high=1000.0),
+    'max_consecutive_failures': Spec(5, 'diagnostics: ERROR after this many frames in a row '
+                                        'failed in the pipeline', low=1, high=10 ** 6),
+    'autostart': Spec(True, 'walk the lifecycle through configure and activate at start-up '
+                            '(false: wait for a lifecycle manager)'),
 }
+LIVE = tuple(name for name, spec in PARAMETERS.items() if spec.live)
+
+
+def check_parameters(params, specs=PARAMETERS):
+    """Check each value of {name: value} against its Spec (ValueError names the first bad
+    one, or the unknown names)."""
+    unknown = set(params) - set(specs)
+    if unknown:
+        raise ValueError(f'unknown parameters: {sorted(unknown)}')
+    for name, value in params.items():
+        specs[name].check(name, value)
 
 
 @dataclass(frozen=True)
@@ -108,47 +196,26 @@ class Settings:
     T_base_optical: np.ndarray
     min_output_rate: float
     max_consecutive_failures: int
+    autostart: bool
 
     @classmethod
     def from_params(cls, p, package_root=None):
-        """Validate parameters (name -> value) and build the stage configs."""
+        """Validate parameters (name -> value; missing ones take their defaults) and build
+        the stage configs. ValueError names the parameter and its bad value."""
         def bad(name, why):
             raise ValueError(f'parameter {name}={p[name]!r}: {why}')
-        unknown = set(p) - set(PARAMETERS)
-        if unknown:
-            raise ValueError(f'unknown parameters: {sorted(unknown)}')
-        p = {**{k: v for k, (v, _) in PARAMETERS.items()}, **p}
+        check_parameters(p)
+        p = {**{name: spec.default for name, spec in PARAMETERS.items()}, **p}
         model_path = Path(p['model_path']) if p['model_path'] else \
             default_model_path(package_root)
-        if p['backend'] not in BACKENDS:
-            bad('backend', f'must be one of {BACKENDS}')
         if str(p['device']).split(':')[0] not in ('cpu', 'cuda'):
             bad('device', "must be 'cpu' or 'cuda[:N]'")
-        if p['threads'] < 0:
-            bad('threads', 'must be >= 0')
-        try:
-            decode = DecodeConfig(score_threshold=float(p['score_threshold']),
-                                  nms_iou=float(p['nms_iou']),
-                                  max_detections=int(p['max_detections']))
-        except ValueError as exc:
-            name = 'max_detections' if 'max_detections' in str(exc) else \
-                'nms_iou' if not 0 < p['nms_iou'] <= 1 else 'score_threshold'
-            bad(name, str(exc))
-        if p['overlap_policy'] not in POLICIES:
-            bad('overlap_policy', f'must be one of {POLICIES}')
-        if not 0 <= p['stuff_area_fraction'] < 1:
-            bad('stuff_area_fraction', 'must be in [0, 1)')
+        decode = DecodeConfig(score_threshold=float(p['score_threshold']),
+                              nms_iou=float(p['nms_iou']),
+                              max_detections=int(p['max_detections']))
         head = PanopticHeadConfig(policy=p['overlap_policy'], unknowns=bool(p['unknowns']),
                                   stuff_area_fraction=float(p['stuff_area_fraction']))
-        outputs = tuple(p['outputs'])
-        if not set(outputs) <= set(OUTPUTS):
-            bad('outputs', f'entries must be from {OUTPUTS}')
-        if p['image_reliability'] not in RELIABILITIES:
-            bad('image_reliability', f'must be one of {RELIABILITIES}')
-        if p['image_queue_depth'] < 1:
-            bad('image_queue_depth', 'must be >= 1')
-        if p['max_image_pixels'] < 64 * 64:
-            bad('max_image_pixels', 'must be >= 4096')
+        # occupancy: each class has one role, footprints only for classes without one
         roles = {}
         for key, role in (('free_classes', 'free'), ('cost_classes', 'cost'),
                           ('ignore_classes', 'ignore')):
@@ -156,14 +223,6 @@ class Settings:
                 if name in roles:
                     bad(key, f'class {name!r} is already listed as {roles[name]}')
                 roles[name] = role
-        if not 0 < p['ground_cost'] < 100:
-            bad('ground_cost', 'must be in 1..99')
-        if p['obstacle_depth'] < 0:
-            bad('obstacle_depth', 'must be >= 0')
-        if p['max_footprint'] <= 0:
-            bad('max_footprint', 'must be > 0')
-        if not 0 < p['footprint_scale'] <= 2:
-            bad('footprint_scale', 'must be in (0, 2]')
         if len(set(p['footprint_classes'])) != len(p['footprint_classes']):
             bad('footprint_classes', 'lists a class twice')
         for name in p['footprint_classes']:
@@ -183,16 +242,12 @@ class Settings:
                                     footprint_scale=float(p['footprint_scale']),
                                     obstacle_depth=float(p['obstacle_depth']),
                                     max_footprint=float(p['max_footprint']))
-        if p['grid_resolution'] <= 0:
-            bad('grid_resolution', 'must be > 0')
-        for name in ('grid_width', 'grid_height'):
-            if not 1 <= p[name] <= 10000:
-                bad(name, 'must be in 1..10000')
+        if not p['base_frame_id']:
+            bad('base_frame_id', 'must not be empty')
         grid = GridConfig(resolution=float(p['grid_resolution']), width=int(p['grid_width']),
                           height=int(p['grid_height']), origin_x=float(p['grid_origin_x']),
                           origin_y=float(p['grid_origin_y']), frame_id=p['base_frame_id'])
-        if not p['base_frame_id']:
-            bad('base_frame_id', 'must not be empty')
+        # fallback extrinsics
         for name in ('camera_xyz', 'camera_rpy'):
             if len(p[name]) != 3 or not all(math.isfinite(float(v)) for v in p[name]):
                 bad(name, 'must be three finite numbers')
@@ -200,16 +255,12 @@ class Settings:
             bad('camera_xyz', 'the camera must be above the ground (z > 0)')
         x, y, z = (float(v) for v in p['camera_xyz'])
         T = camera_pose_in_base(x, y, z, *(float(v) for v in p['camera_rpy']))
-        if p['tf_timeout'] < 0:
-            bad('tf_timeout', 'must be >= 0')
-        if p['max_consecutive_failures'] < 1:
-            bad('max_consecutive_failures', 'must be >= 1')
         cache_dir = Path(p['cache_dir']) if p['cache_dir'] else \
             Path.home() / '.cache' / 'panoptic_ros'
         return cls(model_path=model_path, backend=p['backend'], device=str(p['device']),
                    strict_device=bool(p['strict_device']), half=bool(p['half']),
                    threads=int(p['threads']), cache_dir=cache_dir, decode=decode, head=head,
-                   outputs=outputs, image_reliability=p['image_reliability'],
+                   outputs=tuple(p['outputs']), image_reliability=p['image_reliability'],
                    image_queue_depth=int(p['image_queue_depth']),
                    use_compressed=bool(p['use_compressed']),
                    max_image_pixels=int(p['max_image_pixels']), class_roles=roles,
@@ -217,7 +268,8 @@ class Settings:
                    occupancy=occupancy, grid=grid, use_tf=bool(p['use_tf']),
                    tf_timeout=float(p['tf_timeout']), T_base_optical=T,
                    min_output_rate=float(p['min_output_rate']),
-                   max_consecutive_failures=int(p['max_consecutive_failures']))
+                   max_consecutive_failures=int(p['max_consecutive_failures']),
+                   autostart=bool(p['autostart']))
 
     def occupancy_config(self, classes, label_divisor):
         """OccupancyConfig with roles and footprint priors by category id for the model's
