@@ -138,12 +138,13 @@ class PinholeCamera:
     height: int
 
     def __post_init__(self):
-        K = np.asarray(self.K, np.float64).reshape(3, 3)
+        K = np.asarray(self.K, np.float64).ravel()
         D = np.zeros(5) if self.D is None or len(self.D) == 0 else \
             np.asarray(self.D, np.float64).ravel()
         problem = camera_info_problem(self.width, self.height, K, D)
         if problem is not None:
             raise ValueError(problem)
+        K = K.reshape(3, 3)
         object.__setattr__(self, 'K', K)
         object.__setattr__(self, 'D', D)
         object.__setattr__(self, 'width', int(self.width))

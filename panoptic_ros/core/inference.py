@@ -9,9 +9,11 @@
          classes [N] (semantic channel, int64)
       -> PanopticHead (panoptic_ros.core.panoptic_head) -> panoptic ids at camera resolution
 
-`FramePipeline` chains them; the ROS node calls it and only converts messages.
+`FramePipeline` chains them (and checks the network output is finite before the head);
+core.perception adds the occupancy step and is what the ROS node calls.
 """
 
+import contextlib
 from dataclasses import dataclass
 import math
 import time
@@ -121,55 +123,97 @@ class Decoder:
                              classes=self.thing_channels[labels[keep]], image_size=(h, w))
 
 
+class NonFiniteOutput(RuntimeError):
+    """The network produced NaN or inf: the frame cannot be used (checked before the head)."""
+
+    def __init__(self, names):
+        super().__init__(f'non-finite network output in {", ".join(names)}')
+        self.names = names
+
+
+class StageTimer:
+    """Seconds per named stage of one frame: `with timer('network'): ...` (synchronises a
+    CUDA device at the end of each stage so that the time is the stage's)."""
+
+    def __init__(self, device=None):
+        self.seconds = {}
+        self._sync = device is not None and torch.device(device).type == 'cuda'
+        self._device = device
+
+    @contextlib.contextmanager
+    def __call__(self, stage):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._sync:
+                torch.cuda.synchronize(self._device)
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
 @dataclass
 class FrameResult:
-    """Everything one frame produces (camera-image pixels)."""
+    """Everything the network stages produce for one frame (camera-image pixels)."""
     network: NetworkOutput
     panoptic: object            # panoptic_head.PanopticOutput
-    timings: dict               # stage -> seconds
+    timings: dict               # stage -> seconds: preprocess, network, decode, head
 
 
 class FramePipeline:
-    """Values that do not change frame by frame, and one call per frame.
+    """Camera image -> panoptic output: preprocess -> backend -> decode -> finite check ->
+    panoptic head, built once, called once per frame.
 
-    backend: a panoptic_ros.core.backends backend (has .device, .model_config, __call__);
-    head_config: PanopticHeadConfig; upsample: the head's 'labels' or 'logits' mode.
+    backend: a panoptic_ros.core.backends backend (has .device, .model_config, .anchors,
+    .input_dtype, __call__); decode_config: DecodeConfig; head_config: PanopticHeadConfig;
+    upsample: the head's 'labels' or 'logits' mode. The stages may be given instead of
+    built (`preprocess`, `decode`, `head`: callables with the signatures of Preprocessor,
+    Decoder and PanopticHead), as torchvision's detection models take their parts.
     """
 
     def __init__(self, backend, decode_config=DecodeConfig(), head_config=PanopticHeadConfig(),
-                 upsample='labels'):
+                 upsample='labels', preprocess=None, decode=None, head=None):
         mc = backend.model_config
         self.backend = backend
         self.device = backend.device
         self.model_config = mc
-        self.preprocess = Preprocessor(mc.input_size, mc.mean, mc.std, self.device,
-                                       backend.input_dtype)
-        self.decode = Decoder(backend.anchors.to(self.device), mc.thing_channels, decode_config)
-        self.head = PanopticHead(mc.is_thing, head_config,
-                                 capturable=self.device.type == 'cuda').to(self.device)
+        self.preprocess = preprocess or Preprocessor(mc.input_size, mc.mean, mc.std,
+                                                     self.device, backend.input_dtype)
+        self.decode = decode or Decoder(backend.anchors.to(self.device), mc.thing_channels,
+                                        decode_config)
+        self.head = head or PanopticHead(mc.is_thing, head_config,
+                                         capturable=self.device.type == 'cuda').to(self.device)
         self.max_detections = decode_config.max_detections
         self.upsample = upsample
 
+    def reconfigured(self, decode_config, head_config):
+        """A pipeline on the same backend with other decode and head settings (the values a
+        user may change while the node runs)."""
+        return FramePipeline(self.backend, decode_config, head_config, self.upsample,
+                             preprocess=self.preprocess)
+
     def __call__(self, rgb):
-        """rgb: uint8 numpy [h, w, 3] -> FrameResult."""
-        timings = {}
-        t0 = time.perf_counter()
-        x, scale = self.preprocess(rgb)
-        t1 = time.perf_counter()
-        raw = self.backend(x)
-        t2 = time.perf_counter()
-        net = self.decode(raw, scale, rgb.shape[:2])
-        boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
-                                                       self.max_detections)
-        panoptic = self.head(net.sem_logits, net.center_offsets, boxes, scores, classes, valid,
-                             image_size=net.image_size, upsample=self.upsample)
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-        t3 = time.perf_counter()
-        timings.update(preprocess=t1 - t0, network=t2 - t1, head=t3 - t2)
-        return FrameResult(network=net, panoptic=panoptic, timings=timings)
+        """rgb: uint8 numpy [h, w, 3] -> FrameResult. Raises NonFiniteOutput when the
+        network output holds NaN or inf (before the head reads it)."""
+        timer = StageTimer(self.device)
+        with timer('preprocess'):
+            x, scale = self.preprocess(rgb)
+        with timer('network'):
+            raw = self.backend(x)
+        with timer('decode'):
+            net = self.decode(raw, scale, rgb.shape[:2])
+            bad = check_finite({'sem_logits': net.sem_logits,
+                                'center_offsets': net.center_offsets, 'boxes': net.boxes,
+                                'scores': net.scores})
+        if bad:
+            raise NonFiniteOutput(bad)
+        with timer('head'):
+            boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
+                                                           self.max_detections)
+            panoptic = self.head(net.sem_logits, net.center_offsets, boxes, scores, classes,
+                                 valid, image_size=net.image_size, upsample=self.upsample)
+        return FrameResult(network=net, panoptic=panoptic, timings=timer.seconds)
 
 
-def check_finite(raw):
-    """Names of raw outputs that hold NaN or inf (the frame must then be skipped)."""
-    return [name for name, value in raw.items() if not torch.isfinite(value).all()]
+def check_finite(tensors):
+    """Names of the tensors of {name: tensor} that hold NaN or inf."""
+    return [name for name, value in tensors.items() if not torch.isfinite(value).all()]

@@ -7,6 +7,12 @@ import cv2
 import numpy as np
 
 
+def class_palette(n):
+    """Distinct RGB colours for n classes, index 0 = void (black); the same on every run."""
+    rng = np.random.default_rng(7)
+    return [(0, 0, 0)] + [tuple(int(c) for c in rng.integers(40, 255, 3)) for _ in range(n)]
+
+
 def colorize_panoptic(panoptic, label_divisor, class_colors, void_color=(0, 0, 0)):
     """RGB image of a panoptic label image.
 
