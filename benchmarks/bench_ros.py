@@ -19,10 +19,9 @@ import sys
 import tempfile
 
 from common import machine_description, write_result
+from panoptic_ros.core.health import STAGES
 from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
 from ros_load import run_load
-
-STAGES = ('convert', 'preprocess', 'network', 'head', 'occupancy', 'publish')
 
 
 def node_command(kind, backend, device, cache_dir):

@@ -1,4 +1,5 @@
-"""Benchmark harness, load through ROS: a camera-like publisher, an output-age recorder, a pass-through node.
+"""Benchmark harness, load through ROS: a camera-like publisher, an output-age recorder and
+a pass-through node.
 
 Used by benchmarks/bench_ros.py (end-to-end FPS / latency / CPU / RSS), benchmarks/soak.py
 and the overload test. Each role is its own process, as on a robot:

@@ -116,7 +116,7 @@ def test_launch_file_names_what_the_package_installs():
 def _node_parameters(executable):
     """name -> default of the parameters that `executable` (a panoptic_ros node) declares."""
     import importlib
-    return {name: default for name, (default, _) in
+    return {name: spec.default for name, spec in
             importlib.import_module(f'panoptic_ros.ros.{executable}').PARAMETERS.items()}
 
 
@@ -261,7 +261,7 @@ def test_rviz_config_subscribes_to_what_the_node_publishes(model_path, ros_env, 
     from panoptic_ros.core.settings import PARAMETERS
     config = yaml.safe_load((ROOT / 'config' / 'panoptic.rviz').read_text())
     manager = config['Visualization Manager']
-    assert manager['Global Options']['Fixed Frame'] == PARAMETERS['base_frame_id'][0]
+    assert manager['Global Options']['Fixed Frame'] == PARAMETERS['base_frame_id'].default
     displays = [d for d in manager['Displays'] if d['Class'] in RVIZ_DISPLAY_TYPES]
     assert {d['Class'] for d in displays} == set(RVIZ_DISPLAY_TYPES)
     sequence = tmp_path / 'sequence'

@@ -272,7 +272,7 @@ def test_frame_pipeline_on_rendered_frame(tiny_dataset):
     assert result.panoptic.panoptic.shape == (120, 160)
     assert result.panoptic.panoptic.dtype == torch.int32
     assert result.network.boxes.shape[0] == 20     # threshold 0: the top 20 after NMS
-    assert set(result.timings) == {'preprocess', 'network', 'head'}
+    assert set(result.timings) == {'preprocess', 'network', 'decode', 'head'}
 
 
 @pytest.mark.parametrize('size', [(240, 320), (480, 640)])   # letterbox as is / resized

@@ -14,30 +14,32 @@ import sys
 
 import cv2
 import numpy as np
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 import yaml
 
 from panoptic_ros.core.camera_model import camera_info_dict, intrinsics_from_fov
+from panoptic_ros.core.settings import Spec
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg
-from panoptic_ros.ros.runner import run_until_finished, subscribed
+from panoptic_ros.ros.parameters import BadParameter, declare_parameters
+from panoptic_ros.ros.runner import run_node, subscribed
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 PARAMETERS = {
-    'source': ('0', 'device index, video file or image folder'),
-    'rate': (30.0, 'publishing rate in Hz for folders and files (> 0); devices run free'),
-    'loop': (True, 'restart a file or folder at its end'),
-    'frame_id': ('camera_optical', 'frame_id of the images (camera optical frame)'),
-    'calibration_file': ('', 'camera_calibration YAML; empty = pinhole guess'),
-    'fallback_fov_deg': (60.0, 'vertical field of view of the pinhole guess'),
-    'wait_for_subscribers': (0, 'hold the first frame until `image` has this many subscribers '
-                                'and camera_info one (no frame of a file lost to discovery); '
-                                '0: do not wait'),
+    'source': Spec('0', 'device index, video file or image folder'),
+    'rate': Spec(30.0, 'publishing rate in Hz for folders and files; devices run free',
+                 low=0.0, high=1000.0, low_open=True),
+    'loop': Spec(True, 'restart a file or folder at its end'),
+    'frame_id': Spec('camera_optical', 'frame_id of the images (camera optical frame)'),
+    'calibration_file': Spec('', 'camera_calibration YAML; empty = pinhole guess'),
+    'fallback_fov_deg': Spec(60.0, 'vertical field of view of the pinhole guess (degrees)',
+                             low=1.0, high=179.0),
+    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has this many '
+                                    'subscribers and camera_info one (no frame of a file '
+                                    'lost to discovery); 0: do not wait', low=0, high=100),
 }
 
 
@@ -112,18 +114,13 @@ class FrameSource:
 class CameraNode(Node):
     def __init__(self):
         super().__init__('camera')
-        p = {name: self.declare_parameter(name, default,
-                                          ParameterDescriptor(description=d)).value
-             for name, (default, d) in PARAMETERS.items()}
-        if p['rate'] <= 0:
-            raise ParameterException(f"rate must be > 0, got {p['rate']}", ['rate'])
-        self.p = p
+        self.p = p = declare_parameters(self, PARAMETERS)
         self.source = FrameSource(str(p['source']), p['loop'])
         try:
             self.calibration = load_calibration(p['calibration_file']) \
                 if p['calibration_file'] else None
         except ValueError as exc:
-            raise ParameterException(str(exc), ['calibration_file']) from exc
+            raise BadParameter(str(exc), 'calibration_file') from exc
         if self.calibration is None:
             self.get_logger().warning('no calibration_file: publishing a pinhole guess '
                                       f"({p['fallback_fov_deg']} deg vertical FOV)")
@@ -158,7 +155,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    return run_until_finished(CameraNode, 'camera_node', args, (SourceError,))
+    return run_node(CameraNode, 'camera_node', args, (SourceError,))
 
 
 if __name__ == '__main__':

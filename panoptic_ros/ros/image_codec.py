@@ -252,3 +252,20 @@ def numpy_to_compressed(array, fmt='jpeg', header=None):
     msg.format = fmt
     msg.data = encoded.tobytes()
     return msg
+
+
+def decode_rgb(msg):
+    """RGB uint8 [h, w, 3] of a sensor_msgs/Image or CompressedImage; every way it can fail
+    (layout, encoding, undecodable data, zero size) raises ImageFormatError with a reason."""
+    try:
+        if hasattr(msg, 'format'):
+            rgb = compressed_to_numpy(msg, 'rgb8')
+        else:
+            rgb = image_to_numpy(msg, 'rgb8')
+    except ImageFormatError:
+        raise
+    except (ValueError, TypeError, cv2.error) as exc:
+        raise ImageFormatError('decode', str(exc)) from exc
+    if rgb.size == 0:
+        raise ImageFormatError('zero_size', 'image has zero size')
+    return rgb

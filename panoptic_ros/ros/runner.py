@@ -1,36 +1,43 @@
-"""main() of the camera source nodes (run until the node says it is finished), and their
-wait for subscribers before the first frame.
+"""The one main() of this package's nodes, and the camera nodes' wait for subscribers.
 
-Both camera drivers (camera_node, sim_camera_node) spin until their `finished` flag is set
-(end of a file, folder or sequence without looping); start-up errors print one line naming
-the program and exit with code 2.
+`run_node` creates the node, spins it until Ctrl-C / SIGTERM or until the node sets its
+`finished` flag (a camera at the end of a file without looping), and always destroys the
+node and shuts rclpy down. Start-up errors (bad parameters, and the node's own start-up
+exceptions) print one line naming the program and exit with code 2; any other start-up
+fault prints its type and message and exits with 1.
 """
 
 import sys
 
 import rclpy
 from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 
-def run_until_finished(node_class, prog, args=None, start_errors=()):
-    """Create node_class(), spin it until node.finished; returns the exit code."""
+def run_node(node_class, prog, args=None, start_errors=()):
+    """main() of a node class; returns the exit code."""
     rclpy.init(args=args)
-    node = None
+    node, code = None, 0
     try:
         node = node_class()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not getattr(node, 'finished', False):
+            executor.spin_once(timeout_sec=0.1)
     except (ParameterException, *start_errors) as error:
         print(f'{prog}: {error}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):   # Ctrl-C, SIGTERM
         pass
+    except Exception as error:   # other start-up faults: a message, a non-zero exit
+        print(f'{prog}: {type(error).__name__}: {error}', file=sys.stderr)
+        code = 1
     finally:
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return code
 
 
 def subscribed(image_pub, other_pubs, image_subscribers):

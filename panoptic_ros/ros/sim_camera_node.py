@@ -18,49 +18,46 @@ other topic one (the demo uses it so that no replayed frame is lost to DDS disco
 import sys
 
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import ParameterDescriptor
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from panoptic_ros.core.camera_model import camera_info_dict
+from panoptic_ros.core.settings import Spec
 from panoptic_ros.core.sim.sequence import Sequence
 from panoptic_ros.core.sim.taxonomy import LABEL_DIVISOR
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg, occupancy_msg, panoptic_msg
-from panoptic_ros.ros.runner import run_until_finished, subscribed
+from panoptic_ros.ros.parameters import declare_parameters
+from panoptic_ros.ros.runner import run_node, subscribed
 
 PARAMETERS = {
-    'sequence': ('', 'folder of a rendered sequence; empty renders random scenes live'),
-    'rate': (10.0, 'publishing rate in Hz (> 0)'),
-    'loop': (True, 'restart the sequence at its end (false: shut down after the last frame)'),
-    'frame_id': ('camera_optical', 'frame_id of images and labels (camera optical frame)'),
-    'base_frame_id': ('base_link', 'frame of the ground-truth occupancy grid'),
-    'publish_ground_truth': (True, 'also publish ground_truth/panoptic and /occupancy'),
-    'wait_for_subscribers': (0, 'hold the first frame until `image` has this many '
-                                'subscribers and every other topic one (a replay then loses '
-                                'no frame to discovery); 0: do not wait'),
-    'seed': (0, 'live rendering: seed of the first scene (one new scene per frame)'),
-    'width': (640, 'live rendering: image width in pixels'),
-    'height': (480, 'live rendering: image height in pixels'),
+    'sequence': Spec('', 'folder of a rendered sequence; empty renders random scenes live'),
+    'rate': Spec(10.0, 'publishing rate in Hz', low=0.0, high=1000.0, low_open=True),
+    'loop': Spec(True, 'restart the sequence at its end (false: shut down after the last '
+                       'frame)'),
+    'frame_id': Spec('camera_optical', 'frame_id of images and labels (camera optical frame)'),
+    'base_frame_id': Spec('base_link', 'frame of the ground-truth occupancy grid'),
+    'publish_ground_truth': Spec(True, 'also publish ground_truth/panoptic and /occupancy'),
+    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has this many '
+                                    'subscribers and every other topic one (a replay then '
+                                    'loses no frame to discovery); 0: do not wait',
+                                 low=0, high=100),
+    'seed': Spec(0, 'live rendering: seed of the first scene (one new scene per frame)',
+                 low=0, high=2 ** 31 - 1),
+    'width': Spec(640, 'live rendering: image width in pixels', low=32, high=4096),
+    'height': Spec(480, 'live rendering: image height in pixels', low=32, high=4096),
 }
 
 
 class SimCameraNode(Node):
     def __init__(self):
         super().__init__('sim_camera')
-        values = {}
-        for name, (default, description) in PARAMETERS.items():
-            values[name] = self.declare_parameter(
-                name, default, ParameterDescriptor(description=description)).value
-        if values['rate'] <= 0:
-            raise ParameterException(f"rate must be > 0, got {values['rate']}", ['rate'])
-        self.p = values
+        self.p = values = declare_parameters(self, PARAMETERS)
         self.sequence = Sequence(values['sequence']) if values['sequence'] else None
         self.index = 0
         self.published = 0
@@ -127,7 +124,7 @@ class SimCameraNode(Node):
 
 
 def main(args=None):
-    return run_until_finished(SimCameraNode, 'sim_camera_node', args, (FileNotFoundError,))
+    return run_node(SimCameraNode, 'sim_camera_node', args, (FileNotFoundError,))
 
 
 if __name__ == '__main__':
