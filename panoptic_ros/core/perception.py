@@ -105,7 +105,6 @@ class Perception:
                          s.occupancy_config(classes, s.head.label_divisor),
                          s.max_image_pixels)
         perception.model_name = s.model_path.name
-        perception.warnings = []
         if s.device.startswith('cuda') and backend.device.type != 'cuda':
             perception.warnings.append('device cuda requested but CUDA is not available: '
                                        'running on the CPU (set strict_device to fail '

@@ -27,9 +27,10 @@ class FrameWorker:
             self._cond.notify()
 
     def drop_pending(self):
-        """Forget a frame not yet started (deactivation)."""
+        """Forget a frame not yet started (deactivation); returns whether there was one."""
         with self._cond:
-            self._latest = None
+            dropped, self._latest = self._latest is not None, None
+        return dropped
 
     def stop(self, timeout=5.0):
         """Stop after the frame in flight, if any."""

@@ -95,7 +95,8 @@ class PanopticNode(LifecycleNode):
 
     def on_deactivate(self, state):
         self.active = False
-        self.worker.drop_pending()
+        if self.worker.drop_pending():   # a frame received while active, never processed
+            self.stats.count('skipped_inactive')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state):
