@@ -5,10 +5,12 @@ and p95 latency of PanopticHead.forward over random network outputs (every slot 
 detection, boxes up to 30 % of the image side) with 11 classes (5 stuff, 6 things).
 'quarter' runs at the logits' 1/4 resolution and upsamples the labels; 'full' upsamples the
 logits and runs at input resolution. On CUDA the time includes torch.cuda.synchronize();
---compile adds torch.compile(mode='reduce-overhead') (CUDA graphs).
+--compile adds torch.compile(mode='reduce-overhead') (CUDA graphs). --forms: the head's fast
+CPU form and its reference form, side by side in one run (on CUDA both are the reference form).
 
 Usage: python benchmarks/bench_panoptic_head.py [--device cpu|cuda] [--threads 2]
            [--repeats 20] [--detections 20 100] [--full-res] [--compile]
+           [--forms fast reference]
            [--out benchmarks/results/panoptic_head_<device>.md]
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from common import machine_description
-from panoptic_ros.core.panoptic_head import POLICIES, PanopticHead, PanopticHeadConfig
+from panoptic_ros.core.head import FORMS, POLICIES, PanopticHead, PanopticHeadConfig
 
 IS_THING = [False] * 5 + [True] * 6
 SIZES = [(480, 640), (576, 864), (720, 1280)]
@@ -65,6 +67,7 @@ def main():
     parser.add_argument('--full-res', action='store_true',
                         help="also run the head at input resolution ('logits' upsampling)")
     parser.add_argument('--compile', action='store_true')
+    parser.add_argument('--forms', nargs='+', choices=FORMS, default=['fast'])
     parser.add_argument('--out', type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,7 +75,7 @@ def main():
         f'panoptic_head_{args.device}{"_compiled" if args.compile else ""}.md'
 
     rows = []
-    header = '| input (H x W) | head resolution | detections | policy | p50 ms | p95 ms |'
+    header = '| input (H x W) | head resolution | detections | policy | form | p50 ms | p95 ms |'
     print(machine_description(args.device))
     print(header)
     modes = [('quarter', 'labels')] + ([('full', 'logits')] if args.full_res else [])
@@ -80,8 +83,8 @@ def main():
         for resolution, upsample in modes:
             for detections in args.detections:
                 inputs = make_inputs(height, width, args.device, detections)
-                for policy in POLICIES:
-                    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy))
+                for policy, form in [(p, f) for p in POLICIES for f in args.forms]:
+                    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy), form)
                     head = head.to(args.device)
                     forward = head.forward
                     if args.compile:
@@ -94,13 +97,13 @@ def main():
 
                     p50, p95 = time_head(run, args.device, args.repeats)
                     row = f'| {height} x {width} | {resolution} | {detections} | {policy} | ' \
-                          f'{p50:.2f} | {p95:.2f} |'
+                          f'{form} | {p50:.2f} | {p95:.2f} |'
                     print(row, flush=True)
                     rows.append(row)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = ' '.join(['python benchmarks/bench_panoptic_head.py', f'--device {args.device}',
                         f'--threads {args.threads}', f'--repeats {args.repeats}',
-                        '--detections', *map(str, args.detections)] +
+                        '--detections', *map(str, args.detections), '--forms', *args.forms] +
                        (['--full-res'] if args.full_res else []) +
                        (['--compile'] if args.compile else []))
     out.write_text(
@@ -110,7 +113,7 @@ def main():
         f'{args.repeats} timed runs after 3 warm-up runs. quarter = head at the logits\' 1/4 '
         f'resolution, labels upsampled; full = logits upsampled, head at input resolution.\n'
         f'Command: `{command}`\n\n'
-        f'{header}\n|---|---|---|---|---|---|\n' + '\n'.join(rows) + '\n')
+        f'{header}\n|---|---|---|---|---|---|---|\n' + '\n'.join(rows) + '\n')
     print(f'written to {out}')
 
 

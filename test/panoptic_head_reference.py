@@ -1,7 +1,7 @@
 """Plain reference implementation of the panoptic head, for tests only.
 
 Loops over pixels and detections in numpy (float32 arithmetic, the same expressions as the
-fast head), written from the rules in panoptic_ros/core/panoptic_head.py's docstring rather
+head), written from the rules in the docstring of panoptic_ros/core/head/__init__.py rather
 than from its tensor code. Slow by design; never imported by the package.
 """
 
@@ -21,6 +21,7 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
     scores = np.asarray(scores, np.float32)
     num_classes, h, w = sem_logits.shape
     stuff = [k for k in range(num_classes) if not is_thing[k]]
+    things = [k for k in range(num_classes) if is_thing[k]]
     num_stuff, n = len(stuff), len(boxes)
 
     def inside(i, r, c):
@@ -40,8 +41,12 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
     best_stuff = np.zeros((h, w), np.int64)
     for r in range(h):
         for c in range(w):
-            sem_class[r, c] = first_argmax(sem_logits[:, r, c])
             best_stuff[r, c] = first_argmax([sem_logits[k, r, c] for k in stuff])
+            best_thing = things[first_argmax([sem_logits[k, r, c] for k in things])]
+            # One tie rule: a thing wins an exact tie with stuff.
+            stuff_class = stuff[best_stuff[r, c]]
+            thing_wins = sem_logits[best_thing, r, c] >= sem_logits[stuff_class, r, c]
+            sem_class[r, c] = best_thing if thing_wins else stuff_class
     own = np.zeros((n, h, w), bool)
     for i in range(n):
         for r in range(h):
@@ -72,7 +77,7 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
                     elif value == best:
                         cands.append(i)
                 stuff_best = max(sem_logits[k, r, c] for k in stuff)
-                if not cands or not best > stuff_best:
+                if not cands or not best >= stuff_best:   # ties: the detection
                     continue
                 det[r, c] = max(cands, key=lambda i: (key(policy, i, r, c, boxes, scores,
                                                           offsets), -i))

@@ -1,4 +1,4 @@
-"""The panoptic head (panoptic_ros.core.panoptic_head).
+"""The panoptic head (panoptic_ros.core.head).
 
 Verifies: exact agreement with a loop-based numpy reference (test/panoptic_head_reference.py)
 on 200 random inputs per policy (random and quantised logits with ties, overlapping and
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_ros.core.panoptic_head import (
-    POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
+from panoptic_ros.core.head import (
+    FORMS, POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
 from panoptic_head_reference import reference_head
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -55,8 +55,8 @@ def random_case(rng, num_detections=None):
                 is_thing=is_thing)
 
 
-def run_head(case, device='cpu', capturable=False, **config):
-    head = PanopticHead(case['is_thing'], PanopticHeadConfig(**config), capturable).to(device)
+def run_head(case, device='cpu', form='fast', **config):
+    head = PanopticHead(case['is_thing'], PanopticHeadConfig(**config), form).to(device)
     t = {k: torch.as_tensor(v, device=device) for k, v in case.items() if k != 'is_thing'}
     return head(t['sem_logits'], t['center_offsets'], t['boxes'], t['scores'], t['classes'],
                 t['valid'])
@@ -77,9 +77,9 @@ def assert_matches_reference(case, out, **config):
     np.testing.assert_array_equal(out.semantic().cpu().numpy(), panoptic // 1000)
 
 
-@pytest.mark.parametrize('capturable', [False, True])
+@pytest.mark.parametrize('form', FORMS)
 @pytest.mark.parametrize('policy', POLICIES)
-def test_matches_reference_on_random_inputs(policy, capturable):
+def test_matches_reference_on_random_inputs(policy, form):
     rng = np.random.default_rng(list(POLICIES).index(policy))
     for trial in range(200):
         case = random_case(rng)
@@ -87,21 +87,21 @@ def test_matches_reference_on_random_inputs(policy, capturable):
                       stuff_area_fraction=float(rng.choice([0.0, 0.05, 0.2])),
                       min_kept_fraction=float(rng.choice([0.0, 0.5])),
                       paste_overlap=float(rng.choice([0.0, 0.3, 1.0])))
-        out = run_head(case, capturable=capturable, **config)
+        out = run_head(case, form=form, **config)
         try:
             assert_matches_reference(case, out, **config)
         except AssertionError as error:
             raise AssertionError(f'trial {trial}, config {config}') from error
 
 
-@pytest.mark.parametrize('capturable', [False, True])
+@pytest.mark.parametrize('form', FORMS)
 @pytest.mark.parametrize('policy', POLICIES)
-def test_matches_reference_with_many_detections(policy, capturable):
+def test_matches_reference_with_many_detections(policy, form):
     """More than 62 detection slots: the bit sets of the rank policies span several words."""
     rng = np.random.default_rng(200 + list(POLICIES).index(policy))
     for trial in range(6):
         case = random_case(rng, num_detections=int(rng.integers(63, 131)))
-        out = run_head(case, capturable=capturable, policy=policy, stuff_area_fraction=0.0,
+        out = run_head(case, form=form, policy=policy, stuff_area_fraction=0.0,
                        min_kept_fraction=0.3)
         try:
             assert_matches_reference(case, out, policy=policy, min_kept_fraction=0.3)
@@ -284,6 +284,41 @@ def test_contract_errors_name_the_problem():
         PanopticHeadConfig(stuff_area_fraction=2.0)
     with pytest.raises(ValueError, match='at least one stuff and one thing'):
         PanopticHead([True, True])
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_fast_form_equals_reference_form(policy):
+    rng = np.random.default_rng(300 + list(POLICIES).index(policy))
+    for _ in range(100):
+        case = random_case(rng, num_detections=int(rng.integers(1, 40)))
+        config = dict(policy=policy, stuff_area_fraction=float(rng.choice([0, 0.05])),
+                      unknowns=bool(rng.random() < 0.7))
+        fast, ref = run_head(case, form='fast', **config), run_head(case, form='reference',
+                                                                    **config)
+        assert torch.equal(fast.panoptic, ref.panoptic)
+        assert torch.equal(fast.det_segment_id, ref.det_segment_id)
+        assert torch.equal(fast.area, ref.area) and torch.equal(fast.box, ref.box)
+        torch.testing.assert_close(fast.score, ref.score)
+
+
+@pytest.mark.parametrize('form', FORMS)
+@pytest.mark.parametrize('policy', POLICIES)
+def test_a_thing_wins_an_exact_tie_with_stuff_everywhere(policy, form):
+    # 1 x 2 image, every logit 1, channel 0 a thing, channel 1 stuff; a box of channel 0
+    # covers the left pixel only: the left pixel is the detection, the right one an
+    # unexplained thing pixel (void with unknowns, the stuff class without).
+    case = dict(sem_logits=np.ones((2, 1, 2), np.float32),
+                center_offsets=np.zeros((2, 1, 2), np.float32),
+                boxes=np.array([[0, 0, 1, 1]], np.float32), scores=np.array([0.9], np.float32),
+                classes=np.array([0]), valid=np.array([True]), is_thing=[True, False])
+    out = run_head(case, form=form, policy=policy, stuff_area_fraction=0.0)
+    assert out.panoptic.tolist() == [[1 * 1000 + 1, 0]]
+    out = run_head(case, form=form, policy=policy, stuff_area_fraction=0.0, unknowns=False)
+    assert out.panoptic.tolist() == [[1 * 1000 + 1, 2 * 1000]]
+    for config in (dict(unknowns=True), dict(unknowns=False)):
+        assert_matches_reference(case, run_head(case, form=form, policy=policy,
+                                                stuff_area_fraction=0.0, **config),
+                                 policy=policy, stuff_area_fraction=0.0, **config)
 
 
 def test_label_divisor_must_exceed_the_detection_slots():

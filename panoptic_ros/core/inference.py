@@ -7,7 +7,7 @@
       -> NetworkOutput: sem_logits [C, h4, w4] covering the image, center_offsets [2, h4, w4]
          (dx, dy in camera pixels), boxes [N, 4] (x1, y1, x2, y2 camera pixels), scores [N],
          classes [N] (semantic channel, int64)
-      -> PanopticHead (panoptic_ros.core.panoptic_head) -> panoptic ids at camera resolution
+      -> PanopticHead (panoptic_ros.core.head) -> panoptic ids at camera resolution
 
 `FramePipeline` chains them (and checks the network output is finite before the head);
 core.perception adds the occupancy step and is what the ROS node calls.
@@ -25,7 +25,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from panoptic_ros.core.data import letterbox_size, OUTPUT_STRIDE
-from panoptic_ros.core.panoptic_head import pad_detections, PanopticHead, PanopticHeadConfig
+from panoptic_ros.core.head import pad_detections, PanopticHead, PanopticHeadConfig
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,7 @@ class FramePipeline:
                                                      self.device, backend.input_dtype)
         self.decode = decode or Decoder(backend.anchors.to(self.device), mc.thing_channels,
                                         decode_config)
-        self.head = head or PanopticHead(mc.is_thing, head_config,
-                                         capturable=self.device.type == 'cuda').to(self.device)
+        self.head = head or PanopticHead(mc.is_thing, head_config).to(self.device)
         self.max_detections = decode_config.max_detections
         self.upsample = upsample
 

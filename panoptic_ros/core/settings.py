@@ -21,7 +21,7 @@ from panoptic_ros.core.backends import BACKENDS
 from panoptic_ros.core.camera_model import camera_pose_in_base
 from panoptic_ros.core.inference import DecodeConfig
 from panoptic_ros.core.occupancy import FootprintPrior, GridConfig, OccupancyConfig
-from panoptic_ros.core.panoptic_head import PanopticHeadConfig, POLICIES
+from panoptic_ros.core.head import PanopticHeadConfig, POLICIES
 
 OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy')
 RELIABILITIES = ('best_effort', 'reliable')

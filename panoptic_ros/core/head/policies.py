@@ -1,0 +1,133 @@
+"""Overlap policies: how the head resolves pixels that several same-class detections claim.
+
+Each policy is one small object with a ``reference`` form (plain torch, any device) and,
+where it pays, a ``fast`` CPU form tested equal to it; ``POLICIES`` names them for the
+``overlap_policy`` parameter. A policy gets the frame's ``HeadInputs`` and returns
+(det_slot int64 [h, w], the winning detection; is_det bool [h, w], where a detection wins).
+A new policy is a new class here and one entry in ``REGISTRY``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from panoptic_ros.core.head import fast_cpu, reference
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    """One frame's tensors at the head's resolution (h, w); see the package docstring.
+
+    sem_logits float32 [C, h, w] contiguous; sem_class int64 [h, w] (semantic_argmax);
+    best_stuff_value float [h, w]; center_offsets float [2, h, w]; boxes float32 [N, 4];
+    scores float [N]; classes int64 [N]; valid bool [N]; x [w], y [h] pixel centres in
+    input pixels; inside_x bool [w, N], inside_y bool [h, N]; stuff_channels [S] and
+    thing_channels [T] int64; paste_overlap float.
+    """
+
+    sem_logits: torch.Tensor
+    sem_class: torch.Tensor
+    best_stuff_value: torch.Tensor
+    center_offsets: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+    valid: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    inside_x: torch.Tensor
+    inside_y: torch.Tensor
+    stuff_channels: torch.Tensor
+    thing_channels: torch.Tensor
+    paste_overlap: float
+
+    @property
+    def on_cpu(self):
+        return self.sem_logits.device.type == 'cpu'
+
+
+class ArgmaxPolicy:
+    """Weber et al.'s rule: the argmax of the instance-aware logits, same-logit detections
+    ordered by the policy's ``tie_key`` (higher wins; then the lower detection index)."""
+
+    name = ''
+
+    def tie_key(self, inputs):
+        """float [N] or [N, h, w]."""
+        raise NotImplementedError
+
+    def reference(self, inputs):
+        logits = reference.instance_aware_logits(inputs.sem_logits, inputs.stuff_channels,
+                                                 inputs.classes, inputs.inside_x,
+                                                 inputs.inside_y)
+        return reference.argmax_with_tie_key(logits, inputs.stuff_channels.shape[0],
+                                             self.tie_key(inputs))
+
+    def fast(self, inputs):
+        if not inputs.on_cpu:
+            return self.reference(inputs)
+        best_det, det_slot = self.fast_candidates(inputs)
+        return det_slot, best_det >= inputs.best_stuff_value   # a thing wins an exact tie
+
+    def fast_candidates(self, inputs):
+        """(best_det float [h, w], det_slot int64 [h, w]) for a per-detection key."""
+        return fast_cpu.first_by_rank(inputs.sem_logits, self.tie_key(inputs), inputs.classes,
+                                      inputs.inside_x, inputs.inside_y, inputs.thing_channels)
+
+
+class HighestConfidence(ArgmaxPolicy):
+    """The detection with the highest score wins."""
+
+    name = 'highest_confidence'
+
+    def tie_key(self, inputs):
+        return inputs.scores.float()
+
+
+class SmallestFirst(ArgmaxPolicy):
+    """The detection with the smallest box wins (small objects in front of large ones)."""
+
+    name = 'smallest_first'
+
+    def tie_key(self, inputs):
+        b = inputs.boxes
+        return -((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+
+
+class ClosestCenter(ArgmaxPolicy):
+    """The pixel moves by its predicted centre offset and joins the nearest box centre."""
+
+    name = 'closest_center'
+
+    def tie_key(self, inputs):
+        return reference.center_distance_key(inputs.boxes, inputs.center_offsets, inputs.x,
+                                             inputs.y)
+
+    def fast_candidates(self, inputs):
+        return fast_cpu.closest_center_by_bits(
+            inputs.sem_logits, inputs.center_offsets, inputs.boxes, inputs.classes,
+            inputs.inside_x, inputs.inside_y, inputs.thing_channels, inputs.x, inputs.y)
+
+
+class Paste:
+    """LPSNet's paste by confidence (*LPSNet: Lightweight Panoptic Segmentation Network*,
+    section 3.4): masks are the box's pixels of its class, pasted by decreasing score, a
+    mask overlapping the pasted ones by more than ``paste_overlap`` of its area discarded."""
+
+    name = 'paste'
+
+    def reference(self, inputs):
+        return reference.paste(inputs.sem_class, inputs.classes, inputs.scores, inputs.valid,
+                               inputs.inside_x, inputs.inside_y, inputs.paste_overlap)
+
+    def fast(self, inputs):
+        if not inputs.on_cpu:
+            return self.reference(inputs)
+        return fast_cpu.paste_in_windows(inputs.sem_class, inputs.boxes, inputs.scores,
+                                         inputs.classes, inputs.valid, inputs.paste_overlap,
+                                         inputs.x, inputs.y)
+
+
+REGISTRY = {policy.name: policy for policy in (
+    HighestConfidence(), SmallestFirst(), ClosestCenter(), Paste())}
+POLICIES = tuple(REGISTRY)

@@ -1,0 +1,133 @@
+"""Panoptic head, reference form: plain torch on any device, as Weber et al. describe it.
+
+Static shapes, no host synchronisation: every function here can run inside a CUDA graph.
+The fast CPU forms in fast_cpu.py are tested equal to these.
+"""
+
+import functools
+
+import torch
+
+NEG_INF = float('-inf')
+
+
+# Geometry depends only on the grid and image sizes: computed once per camera, then cached
+# (read-only tensors).
+@functools.lru_cache(maxsize=16)
+def pixel_centres(h, w, image_size, device):
+    """Centres of the (h, w) grid's pixels in input-image pixels: (x [w], y [h]), float32."""
+    out_h, out_w = image_size
+    x = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (out_w / w)
+    y = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * (out_h / h)
+    return x, y
+
+
+def box_membership(boxes, valid, x, y):
+    """Which pixel columns and rows lie in each box (boxes are separable).
+
+    Args: boxes float [N, 4] (x1, y1, x2, y2), valid bool [N], x [w], y [h] pixel centres.
+    Returns: inside_x bool [w, N] (padding never inside), inside_y bool [h, N].
+    """
+    boxes = boxes.float()
+    inside_x = (x[:, None] >= boxes[:, 0]) & (x[:, None] <= boxes[:, 2]) & valid
+    inside_y = (y[:, None] >= boxes[:, 1]) & (y[:, None] <= boxes[:, 3])
+    return inside_x, inside_y
+
+
+def semantic_argmax(sem_logits, stuff_channels, thing_channels, first_max=None):
+    """The semantic class of every pixel under the head's one tie rule.
+
+    Args: sem_logits float [C, h, w]; stuff_channels [S], thing_channels [T] int64;
+    first_max: (values [K, ...]) -> (max, first index reaching it), default torch.max.
+    Returns: sem_class int64 [h, w] (a thing channel wins an exact tie with a stuff channel;
+    within stuff or within things the lower channel wins), best_stuff_value float [h, w],
+    best_stuff int64 [h, w] (index into stuff_channels).
+    """
+    first_max = first_max or (lambda values: torch.max(values, 0))
+    # Thing channels first: the first maximum is then a thing on an exact thing/stuff tie.
+    things_first = torch.cat([thing_channels, stuff_channels])
+    reordered = sem_logits.index_select(0, things_first)
+    _, first = first_max(reordered)
+    best_stuff_value, best_stuff = first_max(reordered[thing_channels.shape[0]:])
+    return things_first.take(first), best_stuff_value, best_stuff
+
+
+def instance_aware_logits(sem_logits, stuff_channels, classes, inside_x, inside_y):
+    """Weber et al.'s instance-aware logits: the stuff slices, then per detection its class
+    slice inside its box and -inf outside.
+
+    Args: sem_logits float [C, h, w]; stuff_channels int64 [S]; classes int64 [N];
+    inside_x bool [w, N], inside_y bool [h, N].
+    Returns: float [S + N, h, w].
+    """
+    inside = inside_y.T[:, :, None] & inside_x.T[:, None, :]                     # [N, h, w]
+    detections = torch.where(inside, sem_logits.index_select(0, classes), NEG_INF)
+    return torch.cat([sem_logits.index_select(0, stuff_channels), detections])
+
+
+def argmax_with_tie_key(logits, num_stuff, det_key):
+    """The argmax over instance-aware logits, ties broken by the head's rule.
+
+    Among the slots reaching the pixel's maximum a detection beats stuff; among detections
+    the largest ``det_key`` wins, then the lowest index. (Stuff ties need no rule here: the
+    stuff slot of a pixel is its best stuff channel, semantic_argmax's.)
+
+    Args: logits float [S + N, h, w]; det_key float [N] or [N, h, w], finite.
+    Returns: det_slot int64 [h, w] (detection index where is_det), is_det bool [h, w].
+    """
+    tied = logits[num_stuff:] == logits.amax(0)                                   # [N, h, w]
+    key = torch.where(tied, det_key.reshape(det_key.shape + (1,) * (3 - det_key.dim()))
+                      .expand_as(tied), NEG_INF)
+    return key.argmax(0), tied.any(0)
+
+
+def center_distance_key(boxes, center_offsets, x, y):
+    """Minus the squared distance from (pixel + predicted offset) to each box centre.
+
+    Args: boxes float [N, 4]; center_offsets float [2, h, w] (dx, dy); x [w], y [h].
+    Returns: float [N, h, w].
+    """
+    cx = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    px = x[None, :] + center_offsets[0].float()                                  # [h, w]
+    py = y[:, None] + center_offsets[1].float()
+    dx = px - cx[:, None, None]
+    dy = py - cy[:, None, None]
+    return -(dx * dx + dy * dy)
+
+
+def paste(sem_class, classes, scores, valid, inside_x, inside_y, overlap):
+    """LPSNet's paste by confidence over the fixed N detection slots.
+
+    A box's mask is the pixels in it whose semantic class is its class; in order of
+    decreasing score, a mask overlapping the pixels already taken by more than ``overlap``
+    of its area is discarded, otherwise its untaken pixels are kept.
+
+    Args: sem_class int64 [h, w]; classes int64 [N]; scores float [N]; valid bool [N];
+    inside_x bool [w, N], inside_y bool [h, N]; overlap float in [0, 1].
+    Returns: det_slot int64 [h, w], is_det bool [h, w].
+    """
+    h, w = sem_class.shape
+    n = classes.shape[0]
+    masks = (inside_y.T[:, :, None] & inside_x.T[:, None, :]
+             & (sem_class == classes[:, None, None])).reshape(n, h * w)        # [N, P]
+    areas = masks.sum(1).float()
+    order = torch.argsort(torch.where(valid, scores.float(), NEG_INF), descending=True,
+                          stable=True)
+    taken = torch.zeros(h * w, dtype=torch.bool, device=sem_class.device)
+    det_slot = torch.zeros(h * w, dtype=torch.long, device=sem_class.device)
+    for rank in range(n):  # fixed trip count (N slots): no host synchronisation
+        slot = order[rank]
+        mask = masks[slot]
+        inter = (mask & taken).sum().float()
+        keep = (areas[slot] > 0) & (inter <= overlap * areas[slot])
+        new = mask & ~taken & keep
+        det_slot = torch.where(new, slot, det_slot)
+        taken = taken | new
+    return det_slot.view(h, w), taken.view(h, w)
+
+
+def own_mask_area(sem_class, classes, inside_x, inside_y):
+    """Pixels in each detection's box whose semantic class is its class, float [N]."""
+    inside = inside_y.T[:, :, None] & inside_x.T[:, None, :]                     # [N, h, w]
+    return (inside & (sem_class == classes[:, None, None])).sum((1, 2)).float()
