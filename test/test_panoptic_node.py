@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from panoptic_ros.core.camera_model import camera_info_dict, camera_pose_in_base
-from panoptic_ros.core.model import default_model_config
+from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.occupancy import GridConfig, OccupancyProjector
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig

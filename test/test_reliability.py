@@ -32,7 +32,8 @@ import torch
 
 from panoptic_ros.core.camera_model import camera_info_dict, scale_intrinsics
 from panoptic_ros.core.checkpoint import save_checkpoint
-from panoptic_ros.core.model import default_model_config, SingleShotPanoptic
+from panoptic_ros.core.model import SingleShotPanoptic
+from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 rclpy = pytest.importorskip('rclpy')

@@ -20,7 +20,7 @@ import pytest
 
 from panoptic_ros.core.camera_model import (camera_info_dict, camera_pose_in_base,
                                             transform_from_quaternion)
-from panoptic_ros.core.model import default_model_config
+from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.occupancy import OccupancyProjector
 from panoptic_ros.core.settings import Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig

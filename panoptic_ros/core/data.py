@@ -8,8 +8,8 @@ Cityscapes converted with cityscapesscripts' `csCreatePanopticImgs`):
 The annotation file's categories define the classes (their order is the semantic-channel
 order); crowd segments are ignored.
 
-`letterbox` is the same resize the inference preprocessing does: scale by
-min(W / w, H / h) keeping the aspect ratio, pad right and bottom.
+Images and label images go through the same letterbox transform as inference
+(core.transform.Letterbox); the flip and colour jitter act on the resized image before padding.
 """
 
 import json
@@ -19,37 +19,11 @@ import cv2
 import numpy as np
 import torch
 
+from panoptic_ros.core.model import OUTPUT_STRIDE
 from panoptic_ros.core.sim.coco import read_panoptic_png
+from panoptic_ros.core.transform import Letterbox
 
 IGNORE = 255     # semantic target value of void / crowd pixels
-OUTPUT_STRIDE = 4   # semantic and center outputs are at 1/4 of the network input
-
-
-def letterbox_scale(image_size, input_size):
-    """Scale from an image (h, w) into a network input (width, height), aspect kept."""
-    h, w = image_size
-    width, height = input_size
-    return min(width / w, height / h)
-
-
-def letterbox_size(image_size, input_size):
-    """((new_w, new_h), scale): the resized image inside a (width, height) network input."""
-    width, height = input_size
-    scale = letterbox_scale(image_size, input_size)
-    return (min(width, max(1, int(round(image_size[1] * scale)))),
-            min(height, max(1, int(round(image_size[0] * scale))))), scale
-
-
-def letterbox(image, input_size, interpolation=cv2.INTER_LINEAR, pad_value=0):
-    """Resize `image` [h, w, ...] to fit (width, height) keeping the aspect ratio and pad the
-    right and bottom with `pad_value`; returns (image [height, width, ...], scale)."""
-    width, height = input_size
-    (new_w, new_h), scale = letterbox_size(image.shape[:2], input_size)
-    if (new_w, new_h) != (image.shape[1], image.shape[0]):
-        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
-    out[:new_h, :new_w] = image
-    return out, scale
 
 
 class PanopticTargets:
@@ -115,12 +89,6 @@ class PanopticTargets:
         }
 
 
-def normalize(rgb, mean, std):
-    """uint8 RGB [H, W, 3] -> float tensor [3, H, W] normalised with ImageNet statistics."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255)
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-
-
 class CocoPanopticDataset(torch.utils.data.Dataset):
     """One split of a COCO-panoptic-format dataset, as network inputs and targets.
 
@@ -144,7 +112,7 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
         self.images = [im for im in data['images'] if im['id'] in anns]
         self.annotations = anns
         self.input_size = tuple(input_size)
-        self.mean, self.std = mean, std
+        self.letterbox = Letterbox(input_size, mean, std)
         self.flip, self.color_jitter = flip, color_jitter
         self.targets = PanopticTargets(self.categories)
         self.rng = np.random.default_rng(seed)
@@ -164,17 +132,17 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         rgb, ids, segments = self.load(index)
-        rgb, _ = letterbox(rgb, self.input_size)
-        ids, _ = letterbox(ids, self.input_size, cv2.INTER_NEAREST)
+        rgb, _ = self.letterbox.resize(rgb)
+        ids = self.letterbox.resize_labels(ids)
         if self.flip and self.rng.random() < self.flip:
             rgb, ids = rgb[:, ::-1], ids[:, ::-1]
         if self.color_jitter:
             gain = 1 + self.rng.uniform(-self.color_jitter, self.color_jitter)
             bias = 255 * self.rng.uniform(-self.color_jitter, self.color_jitter) / 2
             rgb = np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-        targets = self.targets(np.ascontiguousarray(ids), segments)
+        targets = self.targets(self.letterbox.pad_labels(np.ascontiguousarray(ids)), segments)
         targets['image_id'] = self.images[index]['id']
-        return normalize(rgb, self.mean, self.std), targets
+        return self.letterbox.to_input(rgb), targets
 
 
 def collate(batch):

@@ -24,8 +24,9 @@ import torch
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from panoptic_ros.core.data import letterbox_size, OUTPUT_STRIDE
 from panoptic_ros.core.head import pad_detections, PanopticHead, PanopticHeadConfig
+from panoptic_ros.core.model import OUTPUT_STRIDE
+from panoptic_ros.core.transform import Letterbox
 
 
 @dataclass(frozen=True)
@@ -55,34 +56,23 @@ class NetworkOutput:
 
 
 class Preprocessor:
-    """Camera image -> network input: letterbox (aspect kept, padded right/bottom), normalise.
+    """Camera image -> network input by the shared letterbox transform (core.transform).
 
     Resizing runs in OpenCV on the host (uint8, cheap); normalisation on `device`.
     """
 
     def __init__(self, input_size, mean, std, device='cpu', dtype=torch.float32):
-        self.input_size = tuple(input_size)
+        self.letterbox = Letterbox(input_size, mean, std)
+        self.input_size = self.letterbox.input_size
         self.device = torch.device(device)
         self.dtype = dtype
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.inv_std = 1.0 / (torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255)
 
     def __call__(self, rgb):
         """rgb: uint8 numpy [h, w, 3] -> (input [1, 3, H, W] on device, scale)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f'expected uint8 RGB [h, w, 3], got {rgb.dtype} {rgb.shape}')
-        width, height = self.input_size
-        (new_w, new_h), scale = letterbox_size(rgb.shape[:2], self.input_size)
-        if (new_w, new_h) != (rgb.shape[1], rgb.shape[0]):
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
-        if not rgb.flags.writeable:   # e.g. a message's buffer: torch wants its own
-            rgb = rgb.copy()
-        padded = torch.zeros((1, 3, height, width), dtype=self.dtype, device=self.device)
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None]
-        # pad value = the mean colour, so padding normalises to zero
-        padded[:, :, :new_h, :new_w] = ((x.to(self.dtype) - self.mean) * self.inv_std)
-        return padded, scale
+        resized, scale = self.letterbox.resize(rgb)
+        return self.letterbox.to_input(resized, self.device, self.dtype)[None], scale
 
 
 class Decoder:

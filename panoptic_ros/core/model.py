@@ -33,6 +33,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 ENCODERS = ('mobilenet_v2', 'resnet50')
 FPN_LEVELS = ('p2', 'p3', 'p4', 'p5', 'p6', 'p7')
 STRIDES = {'p2': 4, 'p3': 8, 'p4': 16, 'p5': 32, 'p6': 64, 'p7': 128}
+OUTPUT_STRIDE = STRIDES['p2']   # semantic and center outputs are at 1/4 of the network input
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -261,12 +262,3 @@ def load_encoder_weights(model, state_dict):
                              f'expected {tuple(wanted[key].shape)}')
     body.load_state_dict(used, strict=True)
     return len(used)
-
-
-def default_model_config(**overrides):
-    """The light model on the sim world's classes."""
-    from panoptic_ros.core.sim.taxonomy import CLASSES
-    values = dict(classes=tuple(c.name for c in CLASSES),
-                  is_thing=tuple(c.is_thing for c in CLASSES))
-    values.update(overrides)
-    return ModelConfig(**values)

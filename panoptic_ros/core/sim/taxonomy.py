@@ -60,3 +60,12 @@ def coco_categories():
     """The `categories` list of a COCO panoptic annotation file."""
     return [{'id': c.id, 'name': c.name, 'isthing': int(c.is_thing), 'color': list(c.color),
              'supercategory': 'thing' if c.is_thing else 'stuff'} for c in CLASSES]
+
+
+def default_model_config(**overrides):
+    """The light model's configuration on the sim world's classes (core.model.ModelConfig)."""
+    from panoptic_ros.core.model import ModelConfig   # the simulator needs no torch otherwise
+    values = dict(classes=tuple(c.name for c in CLASSES),
+                  is_thing=tuple(c.is_thing for c in CLASSES))
+    values.update(overrides)
+    return ModelConfig(**values)
