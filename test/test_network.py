@@ -8,9 +8,9 @@ truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime, torch.c
 (inductor, CPU) and eager agree; training and inference share one letterbox (a flip keeps
 the padding in place) and inference imports neither the training data nor the simulator;
 letterbox + decode map boxes back to camera pixels; the TensorRT engine-cache key and the
-fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with torchrun on two CPU processes. Does not verify:
-TensorRT itself (cannot be installed here), CUDA (the cuda tests skip without a GPU),
-accuracy of the shipped model (test_shipped_model).
+fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with
+torchrun on two CPU processes. Does not verify: TensorRT itself (cannot be installed here),
+CUDA (the cuda tests skip without a GPU), accuracy of the shipped model (test_shipped_model).
 """
 
 import json

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import math
 import time
 
-import cv2
 import numpy as np
 import torch
 from torchvision.models.detection import _utils as det_utils
