@@ -13,6 +13,8 @@ command, time, hardware, validation scores) in its metadata. AMP runs on CUDA wh
 
 import argparse
 import copy
+from dataclasses import dataclass, field
+import functools
 import json
 import math
 import os
@@ -149,168 +151,255 @@ def validate(model, config, device, limit):
     return evaluate_pipeline(pipeline, root, config['data']['val_split'], limit=limit)
 
 
-def train(config, resume=False, command=''):
-    t = config['train']
-    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    rank = int(os.environ.get('RANK', '0'))
+GRAD_CLIP_NORM = 10.0   # max global gradient norm per step
+LOG_EVERY = 20          # iterations per logged average of the losses
+
+
+@dataclass
+class Run:
+    """Where this process trains: device, and its place in a torchrun (DDP) job."""
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+    @property
+    def main_process(self):
+        return self.rank == 0
+
+
+@dataclass
+class Optimisation:
+    """What updates the weights: the trained parameters, AdamW, the LR schedule, AMP."""
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: object      # torch.amp.GradScaler on CUDA with AMP, else None
+
+    @property
+    def use_amp(self):
+        return self.scaler is not None
+
+    def step(self, loss):
+        """One update: backward (scaled under AMP), gradient clipping, optimiser, schedule."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP_NORM)
+            self.optimizer.step()
+        self.scheduler.step()
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in last_state.pt for --resume."""
+    step: int = 0
+    epoch: int = 0
+    history: dict = field(default_factory=lambda: {'train': [], 'val': []})
+    seconds_before: float = 0.0   # training time of the runs before a resume
+
+    @property
+    def best_pq(self):
+        return max([v['pq'] for v in self.history['val']], default=-1.0)
+
+
+def start_run(t):
+    """The device and, under torchrun, the process group; threads and seed."""
     device = torch.device(t['device'])
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('train.device is cuda but CUDA is not available')
-    if distributed:
+    run = Run(device, int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1')))
+    if run.distributed:
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
         if device.type == 'cuda':
-            device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
-            torch.cuda.set_device(device)
+            run.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+            torch.cuda.set_device(run.device)
     if t['threads']:
         torch.set_num_threads(t['threads'])
-    torch.manual_seed(t['seed'] + rank)
-    out = Path(config['out'])
-    main_process = rank == 0
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / 'config.yaml').write_text(yaml.safe_dump(config))
+    torch.manual_seed(t['seed'] + run.rank)
+    return run
 
-    # data
-    d = config['data']
+
+def build_data(config, run):
+    """(model config from the dataset's categories, training dataset, sampler, loader)."""
+    d, t = config['data'], config['train']
     probe = CocoPanopticDataset(d['root'], d['train_split'], config['model']['input_size'],
                                 (0, 0, 0), (1, 1, 1))
     model_config = model_config_from(config, probe.categories)
     dataset = CocoPanopticDataset(d['root'], d['train_split'], model_config.input_size,
                                   model_config.mean, model_config.std, flip=d['flip'],
-                                  color_jitter=d['color_jitter'], seed=t['seed'] + rank)
+                                  color_jitter=d['color_jitter'], seed=t['seed'] + run.rank)
     sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=t['seed']) \
-        if distributed else torch.utils.data.RandomSampler(
+        if run.distributed else torch.utils.data.RandomSampler(
             dataset, generator=torch.Generator().manual_seed(t['seed']))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=t['batch_size'], sampler=sampler, collate_fn=collate,
         num_workers=t['workers'], drop_last=len(dataset) >= t['batch_size'],
         persistent_workers=t['workers'] > 0)
+    return model_config, dataset, sampler, loader
 
-    # model, loss, optimiser
-    model = SingleShotPanoptic(model_config)
-    if config['model'].get('pretrained') == 'imagenet' and not resume:
-        if model_config.encoder == 'mobilenet_v2':
-            load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
-        else:
-            print('resnet50: no ImageNet weights offline; pass model.pretrained: PATH to a '
-                  'torchvision resnet50 state dict')
-    elif config['model'].get('pretrained') not in (None, 'imagenet', 'none') and not resume:
-        load_encoder_weights(model, torch.load(config['model']['pretrained'],
-                                               map_location='cpu', weights_only=True))
+
+def build_model(config, model_config, resume, out):
+    """The network: resumed from OUT/last.safetensors, or with pretrained encoder weights."""
     if resume:
         model, _ = load_checkpoint(out / 'last.safetensors', model_config)
         model.train()
-    if t['freeze_stem']:
+    else:
+        model = SingleShotPanoptic(model_config)
+        pretrained = config['model'].get('pretrained')
+        if pretrained == 'imagenet' and model_config.encoder == 'mobilenet_v2':
+            load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
+        elif pretrained == 'imagenet':
+            print('resnet50: no ImageNet weights offline; pass model.pretrained: PATH to a '
+                  'torchvision resnet50 state dict')
+        elif pretrained not in (None, 'none'):
+            load_encoder_weights(model, torch.load(pretrained, map_location='cpu',
+                                                   weights_only=True))
+    if config['train']['freeze_stem']:
         freeze_stem(model)
-    model.to(device)
-    criterion = PanopticLoss(model, LossWeights(**t['loss_weights'])).to(device)
+    return model
+
+
+def build_optimisation(model, t, total_steps, device):
+    """AdamW over the trainable parameters, warm-up + step decay, AMP on CUDA if asked."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t['lr'], weight_decay=t['weight_decay'],
                                   betas=tuple(t['betas']))
-    total_steps = t['epochs'] * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, t['warmup_iters'], t['lr_decay_epochs']))
-    use_amp = t['amp'] and device.type == 'cuda'
-    scaler = torch.amp.GradScaler('cuda') if use_amp else None
-    step, start_epoch = 0, 0
-    history = {'train': [], 'val': []}
-    seconds_before = 0.0
-    if resume:
-        state = load_training_state(out / 'last_state.pt')
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if scaler is not None and state['scaler']:
-            scaler.load_state_dict(state['scaler'])
-        step, start_epoch, history = state['step'], state['epoch'], state['history']
-        seconds_before = history.get('seconds', 0.0)
-    net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    best_pq = max([v['pq'] for v in history['val']], default=-1.0)
+    scaler = torch.amp.GradScaler('cuda') if t['amp'] and device.type == 'cuda' else None
+    return Optimisation(params, optimizer, scheduler, scaler)
+
+
+def restore_progress(out, optimisation):
+    """Progress and optimiser state from OUT/last_state.pt."""
+    state = load_training_state(out / 'last_state.pt')
+    optimisation.optimizer.load_state_dict(state['optimizer'])
+    optimisation.scheduler.load_state_dict(state['scheduler'])
+    if optimisation.scaler is not None and state['scaler']:
+        optimisation.scaler.load_state_dict(state['scaler'])
+    return Progress(state['step'], state['epoch'], state['history'],
+                    state['history'].get('seconds', 0.0))
+
+
+def train_one_epoch(net, criterion, loader, optimisation, run, progress, epochs):
+    """One pass over the loader; appends the averaged losses every LOG_EVERY steps."""
+    net.train()
+    running = {}
+    bar = tqdm(loader, desc=f'epoch {progress.epoch + 1}/{epochs}',
+               disable=not run.main_process, unit='batch')
+    for images, targets in bar:
+        images = images.to(run.device, non_blocking=True)
+        targets = [{k: v.to(run.device) if torch.is_tensor(v) else v for k, v in tt.items()}
+                   for tt in targets]
+        with torch.autocast(run.device.type, enabled=optimisation.use_amp):
+            outputs = net(images)
+        loss, parts = criterion(outputs, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'loss is {loss.item()} at step {progress.step}: '
+                                     'lower train.lr')
+        optimisation.step(loss)
+        progress.step += 1
+        parts['total'] = loss.detach()
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + float(v)
+        running['n'] = running.get('n', 0) + 1
+        if run.main_process and progress.step % LOG_EVERY == 0:
+            n = running.pop('n')
+            progress.history['train'].append({
+                'step': progress.step, 'epoch': progress.epoch + 1,
+                'lr': optimisation.scheduler.get_last_lr()[0],
+                **{k: v / n for k, v in running.items()}})
+            running = {}
+            bar.set_postfix(loss=f"{progress.history['train'][-1]['total']:.3f}")
+
+
+def end_epoch(model, config, out, optimisation, progress, device):
+    """Main process: save last.*, validate when due (copying a better model to best.*),
+    write history.json and curves.png."""
+    t = config['train']
+    save = functools.partial(save_training_state, out / 'last_state.pt', optimisation.optimizer,
+                             optimisation.scheduler, optimisation.scaler)
+    save_checkpoint(out / 'last.safetensors', model)
+    save(progress.step, progress.epoch, progress.history)
+    due = progress.epoch % t['val_every_epochs'] == 0 or progress.epoch == t['epochs']
+    if t['val_images'] and due:
+        best_pq = progress.best_pq
+        scores = validate(model, config, device, t['val_images'])
+        pq = scores['pq']
+        # plain floats: the history is read back with torch.load(weights_only=True)
+        progress.history['val'].append({
+            'epoch': progress.epoch, 'step': progress.step, 'pq': float(pq['all']['pq']),
+            'pq_things': float(pq['things']['pq']), 'pq_stuff': float(pq['stuff']['pq']),
+            'miou': float(scores['miou']), 'box_ap': float(scores['box_ap']['ap'])})
+        print(f'epoch {progress.epoch}: validation {summary_line(scores)}', flush=True)
+        if pq['all']['pq'] > best_pq:
+            shutil.copyfile(out / 'last.safetensors', out / 'best.safetensors')
+        save(progress.step, progress.epoch, progress.history)
+    (out / 'history.json').write_text(json.dumps(progress.history, indent=1))
+    plot_curves(progress.history, out / 'curves.png')
+
+
+def export_best(config, out, progress, train_images, command):
+    """Copy the best checkpoint (else the last) to `export_to` with its training record."""
+    history, t = progress.history, config['train']
+    best = out / 'best.safetensors'
+    source = best if best.is_file() else out / 'last.safetensors'
+    model, _ = load_checkpoint(source)
+    # the validation record of the exported weights: the best epoch's, or the last one
+    chosen = max(history['val'], key=lambda v: v['pq']) if best.is_file() and \
+        history['val'] else (history['val'][-1] if history['val'] else None)
+    info = {'command': command,
+            'data': {k: config['data'][k] for k in ('root', 'train_split')},
+            'train_images': train_images, 'epochs': t['epochs'], 'iterations': progress.step,
+            'batch_size': t['batch_size'],
+            'world_size': int(os.environ.get('WORLD_SIZE', '1')),
+            'training_seconds': round(history.get('seconds', 0.0), 1),
+            'hardware': hardware(), 'torch': torch.__version__,
+            'exported': source.name, 'validation': chosen}
+    save_checkpoint(config['export_to'], model, info)
+    print(f'exported {source} to {config["export_to"]}')
+
+
+def train(config, resume=False, command=''):
+    """Train as `config` says (see config/train_sim_light.yaml); returns the history."""
+    t = config['train']
+    run = start_run(t)
+    out = Path(config['out'])
+    if run.main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / 'config.yaml').write_text(yaml.safe_dump(config))
+    model_config, dataset, sampler, loader = build_data(config, run)
+    model = build_model(config, model_config, resume, out).to(run.device)
+    criterion = PanopticLoss(model, LossWeights(**t['loss_weights'])).to(run.device)
+    optimisation = build_optimisation(model, t, t['epochs'] * len(loader), run.device)
+    progress = restore_progress(out, optimisation) if resume else Progress()
+    net = torch.nn.parallel.DistributedDataParallel(model) if run.distributed else model
     start = time.perf_counter()
 
-    for epoch in range(start_epoch, t['epochs']):
-        if distributed:
-            sampler.set_epoch(epoch)
-        net.train()
-        running = {}
-        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{t["epochs"]}', disable=not main_process,
-                   unit='batch')
-        for images, targets in bar:
-            images = images.to(device, non_blocking=True)
-            targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in tt.items()}
-                       for tt in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                outputs = net(images)
-            loss, parts = criterion(outputs, targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower train.lr')
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                optimizer.step()
-            scheduler.step()
-            step += 1
-            parts['total'] = loss.detach()
-            for k, v in parts.items():
-                running[k] = running.get(k, 0.0) + float(v)
-            running['n'] = running.get('n', 0) + 1
-            if main_process and (step % 20 == 0):
-                n = running.pop('n')
-                history['train'].append({'step': step, 'epoch': epoch + 1,
-                                         'lr': scheduler.get_last_lr()[0],
-                                         **{k: v / n for k, v in running.items()}})
-                running = {}
-                bar.set_postfix(loss=f"{history['train'][-1]['total']:.3f}")
-        history['seconds'] = seconds_before + time.perf_counter() - start
-        if main_process:
-            save_checkpoint(out / 'last.safetensors', model)
-            save_training_state(out / 'last_state.pt', optimizer, scheduler, scaler, step,
-                                epoch + 1, history)
-            last_epoch = epoch + 1 == t['epochs']
-            if t['val_images'] and ((epoch + 1) % t['val_every_epochs'] == 0 or last_epoch):
-                scores = validate(model, config, device, t['val_images'])
-                pq = scores['pq']
-                # plain floats: the history is read back with torch.load(weights_only=True)
-                history['val'].append({'epoch': epoch + 1, 'step': step,
-                                       'pq': float(pq['all']['pq']),
-                                       'pq_things': float(pq['things']['pq']),
-                                       'pq_stuff': float(pq['stuff']['pq']),
-                                       'miou': float(scores['miou']),
-                                       'box_ap': float(scores['box_ap']['ap'])})
-                print(f'epoch {epoch + 1}: validation {summary_line(scores)}', flush=True)
-                if pq['all']['pq'] > best_pq:
-                    best_pq = pq['all']['pq']
-                    shutil.copyfile(out / 'last.safetensors', out / 'best.safetensors')
-                save_training_state(out / 'last_state.pt', optimizer, scheduler, scaler, step,
-                                    epoch + 1, history)
-            (out / 'history.json').write_text(json.dumps(history, indent=1))
-            plot_curves(history, out / 'curves.png')
-    if distributed:
+    while progress.epoch < t['epochs']:
+        if run.distributed:
+            sampler.set_epoch(progress.epoch)
+        train_one_epoch(net, criterion, loader, optimisation, run, progress, t['epochs'])
+        progress.epoch += 1
+        progress.history['seconds'] = progress.seconds_before + time.perf_counter() - start
+        if run.main_process:
+            end_epoch(model, config, out, optimisation, progress, run.device)
+    if run.distributed:
         dist.barrier()
         dist.destroy_process_group()
-    if main_process and config['export_to']:
-        best = out / 'best.safetensors'
-        source = best if best.is_file() else out / 'last.safetensors'
-        model, _ = load_checkpoint(source)
-        # the validation record of the exported weights: the best epoch's, or the last one
-        chosen = max(history['val'], key=lambda v: v['pq']) if best.is_file() and \
-            history['val'] else (history['val'][-1] if history['val'] else None)
-        info = {'command': command, 'data': {k: d[k] for k in ('root', 'train_split')},
-                'train_images': len(dataset), 'epochs': t['epochs'], 'iterations': step,
-                'batch_size': t['batch_size'], 'world_size': int(os.environ.get('WORLD_SIZE',
-                                                                                '1')),
-                'training_seconds': round(history.get('seconds', 0.0), 1),
-                'hardware': hardware(), 'torch': torch.__version__,
-                'exported': source.name, 'validation': chosen}
-        save_checkpoint(config['export_to'], model, info)
-        print(f'exported {source} to {config["export_to"]}')
-    return history
+    if run.main_process and config['export_to']:
+        export_best(config, out, progress, len(dataset), command)
+    return progress.history
 
 
 def main(argv=None):
