@@ -33,21 +33,60 @@ ROAD_THICKNESS = 0.01
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Randomisation ranges (uniform) of scenes and cameras."""
+    """Randomisation of scenes and cameras: (low, high) pairs are uniform ranges, counts
+    inclusive; lengths in metres, positions in the base frame (x ahead, y left), colours RGB
+    in [0, 1], angles in radians unless named _deg."""
 
+    # Camera.
     width: int = 640
     height: int = 480
     vertical_fov_deg: tuple = (45.0, 75.0)
     camera_height: tuple = (0.3, 2.0)        # metres above the ground
     camera_pitch_deg: tuple = (0.0, 25.0)    # positive looks down
     camera_roll_deg: tuple = (-3.0, 3.0)
-    num_objects: tuple = (2, 10)             # besides crowds
-    crowd_probability: float = 0.35          # a crowd of 3-5 of one class
-    num_walls: tuple = (0, 3)
-    area_x: tuple = (1.5, 14.0)              # where objects stand, base frame
-    area_y: tuple = (-6.0, 6.0)
     near: float = 0.05
     far: float = 60.0
+    # Things.
+    num_objects: tuple = (2, 10)             # besides crowds
+    area_x: tuple = (1.5, 14.0)              # where objects stand
+    area_y: tuple = (-6.0, 6.0)
+    placement_attempts: int = 10             # tries for a free spot per object
+    thing_recolour_probability: float = 0.5  # one random colour on every link
+    # Crowds: instances of one class side by side (overlapping boxes in the image).
+    crowd_probability: float = 0.35
+    crowd_size: tuple = (3, 5)
+    crowd_start_x_max: float = 8.0           # start x from area_x[0] + 1 to this
+    crowd_start_y: tuple = (-2.0, 2.0)
+    crowd_step_x: tuple = (-0.3, 0.3)        # direction of the row: (this, 1) in x, y
+    crowd_spacing: tuple = (0.5, 1.2)        # factor on each step component
+    crowd_yaw_jitter: tuple = (-0.3, 0.3)
+    # Stuff: ground, roads, walls.
+    grass_colours: tuple = ((0.25, 0.55, 0.2), (0.45, 0.5, 0.25), (0.35, 0.3, 0.2))
+    road_colours: tuple = ((0.3, 0.3, 0.3), (0.45, 0.42, 0.4), (0.2, 0.2, 0.22))
+    single_road_probability: float = 0.7     # else a crossing road as well
+    road_width: tuple = (2.5, 7.0)
+    road_yaw: tuple = (-0.3, 0.3)            # the main road
+    road_ahead: float = 20.0                 # main road centre: this * cos(yaw) ahead
+    road_ahead_jitter: tuple = (-1.0, 1.0)
+    road_lateral: tuple = (-2.5, 2.5)
+    cross_road_yaw: tuple = (1.2, 1.9)
+    cross_road_x: tuple = (5.0, 12.0)
+    num_walls: tuple = (0, 3)
+    wall_length: tuple = (2.0, 8.0)
+    wall_height: tuple = (1.0, 3.0)
+    wall_x: tuple = (6.0, 20.0)
+    wall_side_distance: tuple = (3.0, 9.0)   # |y|, left or right
+    # Appearance.
+    colour: tuple = (0.05, 0.95)             # range of random colours, per channel
+    colour_jitter: float = 0.12              # around a base colour, per channel
+    texture_probability: float = 0.3
+    sky_colour_top: tuple = (0.45, 1.0)
+    sky_colour_bottom: tuple = (0.6, 1.0)
+    light_direction: tuple = ((-1.0, -1.0, 1.0), (1.0, 1.0, 3.0))
+    light_ambient: tuple = (0.4, 0.8)
+    light_diffuse: tuple = (0.3, 0.7)
+    light_specular: tuple = (0.0, 0.3)
+    shadow_probability: float = 0.5
 
 
 @dataclass
@@ -172,13 +211,13 @@ class SimWorld:
             else:
                 self.add_box([80, 80, 0.01], [20, 0, GRASS_TOP_Z - 0.01], 0.0,
                              BY_NAME['grass'].id)
-        sky_a, sky_b = self.rng.uniform(0.45, 1.0, 3), self.rng.uniform(0.6, 1.0, 3)
-        self.sky = (sky_a, sky_b)
-        self.light = dict(lightDirection=list(self.rng.uniform([-1, -1, 1], [1, 1, 3])),
-                          lightAmbientCoeff=float(self.rng.uniform(0.4, 0.8)),
-                          lightDiffuseCoeff=float(self.rng.uniform(0.3, 0.7)),
-                          lightSpecularCoeff=float(self.rng.uniform(0.0, 0.3)),
-                          shadow=int(self.rng.random() < 0.5))
+        cfg, rng = self.config, self.rng
+        self.sky = (rng.uniform(*cfg.sky_colour_top, 3), rng.uniform(*cfg.sky_colour_bottom, 3))
+        self.light = dict(lightDirection=list(rng.uniform(*cfg.light_direction)),
+                          lightAmbientCoeff=float(rng.uniform(*cfg.light_ambient)),
+                          lightDiffuseCoeff=float(rng.uniform(*cfg.light_diffuse)),
+                          lightSpecularCoeff=float(rng.uniform(*cfg.light_specular)),
+                          shadow=int(rng.random() < cfg.shadow_probability))
 
     def close(self):
         self.pb.disconnect()
@@ -191,10 +230,12 @@ class SimWorld:
 
     # Scene construction.
     def _colour(self, uid, link=-1, base=None, texture=True):
-        rgb = self.rng.uniform(0.05, 0.95, 3) if base is None else \
-            np.clip(np.asarray(base) + self.rng.uniform(-0.12, 0.12, 3), 0, 1)
+        cfg = self.config
+        rgb = self.rng.uniform(*cfg.colour, 3) if base is None else \
+            np.clip(np.asarray(base) + self.rng.uniform(-cfg.colour_jitter, cfg.colour_jitter,
+                                                        3), 0, 1)
         kwargs = {'rgbaColor': [*rgb, 1.0]}
-        if texture and self.rng.random() < 0.3:
+        if texture and self.rng.random() < cfg.texture_probability:
             kwargs['textureUniqueId'] = self._textures[self.rng.integers(len(self._textures))]
         self.pb.changeVisualShape(uid, link, **kwargs)
 
@@ -214,22 +255,22 @@ class SimWorld:
         cfg, rng = self.config, self.rng
         grass, road, wall = BY_NAME['grass'].id, BY_NAME['road'].id, BY_NAME['wall'].id
         uid = self.add_box([80, 80, 0.01], [20, 0, GRASS_TOP_Z - 0.01], 0.0, grass)
-        self._colour(uid, base=rng.choice([(0.25, 0.55, 0.2), (0.45, 0.5, 0.25),
-                                           (0.35, 0.3, 0.2)]), texture=False)
-        for k in range(1 if rng.random() < 0.7 else 2):
-            width = rng.uniform(2.5, 7.0)
-            yaw = rng.uniform(-0.3, 0.3) if k == 0 else rng.uniform(1.2, 1.9)
-            centre = [20 * math.cos(yaw) + rng.uniform(-1, 1), rng.uniform(-2.5, 2.5)] \
-                if k == 0 else [rng.uniform(5, 12), 0.0]
+        self._colour(uid, base=rng.choice(cfg.grass_colours), texture=False)
+        for k in range(1 if rng.random() < cfg.single_road_probability else 2):
+            width = rng.uniform(*cfg.road_width)
+            yaw = rng.uniform(*cfg.road_yaw) if k == 0 else rng.uniform(*cfg.cross_road_yaw)
+            centre = [cfg.road_ahead * math.cos(yaw) + rng.uniform(*cfg.road_ahead_jitter),
+                      rng.uniform(*cfg.road_lateral)] \
+                if k == 0 else [rng.uniform(*cfg.cross_road_x), 0.0]
             uid = self.add_box([60, width / 2, ROAD_THICKNESS / 2],
                                [centre[0], centre[1], -ROAD_THICKNESS / 2], yaw, road)
             if k == 0:
                 self.road_yaw = yaw
-            self._colour(uid, base=rng.choice([(0.3, 0.3, 0.3), (0.45, 0.42, 0.4),
-                                               (0.2, 0.2, 0.22)]), texture=False)
+            self._colour(uid, base=rng.choice(cfg.road_colours), texture=False)
         for _ in range(rng.integers(cfg.num_walls[0], cfg.num_walls[1] + 1)):
-            length, height = rng.uniform(2, 8), rng.uniform(1, 3)
-            x, y = rng.uniform(6, 20), rng.choice([-1, 1]) * rng.uniform(3, 9)
+            length, height = rng.uniform(*cfg.wall_length), rng.uniform(*cfg.wall_height)
+            x = rng.uniform(*cfg.wall_x)
+            y = rng.choice([-1, 1]) * rng.uniform(*cfg.wall_side_distance)
             uid = self.add_box([length / 2, 0.1, height / 2], [x, y, height / 2],
                                rng.uniform(-math.pi, math.pi), wall, footprint=True)
             self._colour(uid)
@@ -238,21 +279,23 @@ class SimWorld:
             self._crowd(placed)
         for _ in range(rng.integers(cfg.num_objects[0], cfg.num_objects[1] + 1)):
             cls = THINGS[rng.integers(len(THINGS))]
-            for _attempt in range(10):
+            for _attempt in range(cfg.placement_attempts):
                 x, y = rng.uniform(*cfg.area_x), rng.uniform(*cfg.area_y)
                 if self.add_thing(cls, x, y, rng.uniform(-math.pi, math.pi), placed):
                     break
 
     def _crowd(self, placed):
-        """3-5 instances of one class side by side: overlapping boxes in the image."""
+        """Instances of one class side by side: overlapping boxes in the image."""
         cfg, rng = self.config, self.rng
         cls = THINGS[rng.integers(len(THINGS))]
-        x, y = rng.uniform(cfg.area_x[0] + 1, 8.0), rng.uniform(-2.0, 2.0)
+        x = rng.uniform(cfg.area_x[0] + 1, cfg.crowd_start_x_max)
+        y = rng.uniform(*cfg.crowd_start_y)
         heading = rng.uniform(-math.pi, math.pi)
-        step = np.array([rng.uniform(-0.3, 0.3), 1.0])
-        for _ in range(rng.integers(3, 6)):
-            self.add_thing(cls, x, y, heading + rng.uniform(-0.3, 0.3), placed)
-            x, y = x + step[0] * rng.uniform(0.5, 1.2), y + step[1] * rng.uniform(0.5, 1.2)
+        step = np.array([rng.uniform(*cfg.crowd_step_x), 1.0])
+        for _ in range(rng.integers(cfg.crowd_size[0], cfg.crowd_size[1] + 1)):
+            self.add_thing(cls, x, y, heading + rng.uniform(*cfg.crowd_yaw_jitter), placed)
+            x = x + step[0] * rng.uniform(*cfg.crowd_spacing)
+            y = y + step[1] * rng.uniform(*cfg.crowd_spacing)
 
     def add_thing(self, cls, x, y, yaw, placed=None, scale=None):
         """Load a thing (taxonomy.SimClass) standing on the ground at (x, y) with yaw, unless
@@ -279,8 +322,8 @@ class SimWorld:
         com = np.array([x, y, z]) + rotation_rpy(0.0, 0.0, yaw) @ inertial
         pb.resetBasePositionAndOrientation(uid, com.tolist(), _quat_yaw(yaw))
         placed.append((centre, radius))
-        if self.rng.random() < 0.5:
-            base = self.rng.uniform(0.05, 0.95, 3)
+        if self.rng.random() < self.config.thing_recolour_probability:
+            base = self.rng.uniform(*self.config.colour, 3)
             for link in range(-1, pb.getNumJoints(uid)):
                 self._colour(uid, link, base=base)
         instance = self._instances.get(cls.id, 0) + 1
