@@ -1,16 +1,16 @@
 # The two entry points of README.md. Both set up .venv first (idempotent, seconds when done).
-.PHONY: setup test test-all demo demo-video model
+.PHONY: setup test test-pure demo demo-video model
 
 setup:
 	scripts/setup_env.sh
 
-# Default suite (slow tests excluded; see setup.cfg). Exit code 5 (no test collected) fails.
+# The whole suite, all three tiers (see setup.cfg). Exit code 5 (no test collected) fails.
 test: setup
 	scripts/run_tests.sh
 
-# Everything, slow tests included.
-test-all: setup
-	scripts/run_tests.sh -m ""
+# Tier 1 only (pure functions and objects): the quick loop while editing.
+test-pure: setup
+	scripts/run_tests.sh -m pure
 
 # Main job: sim camera -> panoptic_node (shipped model) -> evaluator, over DDS; prints FPS,
 # latency, PQ and occupancy IoU and writes out/demo_*.

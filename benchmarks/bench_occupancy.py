@@ -6,7 +6,7 @@ footprint priors of config/panoptic.yaml: median and p95 of OccupancyProjector._
 per-frame work; the lookup tables are built once per camera model and extrinsics, timed
 separately), the free / occupied IoU against the simulator's ground-truth grid with the
 ground-truth labels in and with the shipped model's labels in (its FramePipeline on the
-rendered image, onnxruntime, default head settings), the issue's two measurements; the
+rendered image, onnxruntime, default head settings); the
 occupied IoU without footprint priors (each obstacle `obstacle_depth` deep behind its
 contacts; its latency too), and by footprint_scale; and the
 error of the things' ground positions (distance from their footprint's centre).

@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated ROS 2 environment per test run and a process launcher."""
+"""Shared fixtures: an isolated ROS 2 environment per test run and a process launcher.
+
+Every test module declares its tier (``pytestmark = pytest.mark.pure | pipeline | ros``, see
+setup.cfg): ``pytest -m pure`` is the quick loop, ``make test`` runs all three tiers.
+"""
 
 import subprocess
 import sys
@@ -10,6 +14,15 @@ from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
 
 TEST_DIR = Path(__file__).resolve().parent
 PROCS = TEST_DIR / 'procs'
+TIERS = ('pure', 'pipeline', 'ros')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test without exactly one tier."""
+    untiered = [item.nodeid for item in items
+                if sum(item.get_closest_marker(tier) is not None for tier in TIERS) != 1]
+    if untiered:
+        raise pytest.UsageError(f'tests need exactly one tier marker {TIERS}: {untiered[:5]}')
 
 
 @pytest.fixture(scope='session')

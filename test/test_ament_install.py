@@ -16,6 +16,8 @@ import pytest
 
 from ament_prefix import build_install_prefix, prefix_env
 
+pytestmark = pytest.mark.ros
+
 
 @pytest.mark.skipif(shutil.which('cmake') is None, reason='cmake not installed')
 def test_cmake_install_merges_messages_and_sources(tmp_path):

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+pytestmark = pytest.mark.ros
+
 rclpy = pytest.importorskip('rclpy')
 from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
 

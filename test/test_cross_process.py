@@ -10,8 +10,11 @@ Does not verify: throughput or latency targets (those are benchmarks).
 import json
 
 import numpy as np
+import pytest
 
 from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
+
+pytestmark = pytest.mark.ros
 
 WIDTH, HEIGHT = 1280, 720
 PUBLISH_SECONDS = 15.0

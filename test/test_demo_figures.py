@@ -11,10 +11,13 @@ Does not verify: how a person reads them (looked at by eye when the demo changes
 import math
 
 import numpy as np
+import pytest
 
 from panoptic_ros.core.camera_model import intrinsics_from_fov
 from panoptic_ros.core.visualization import draw_panoptic, legend, overlay, colorize_panoptic
 from panoptic_ros.demo_figures import fov_on_ground, occupancy_figure, write_animation
+
+pytestmark = pytest.mark.pure
 
 NAMES = ['void', 'road', 'car']
 COLORS = [(0, 0, 0), (128, 64, 128), (0, 0, 142)]

@@ -17,6 +17,8 @@ from std_msgs.msg import Header
 from panoptic_ros.ros.image_codec import (
     compressed_to_numpy, encoding_layout, image_to_numpy, numpy_to_compressed, numpy_to_image)
 
+pytestmark = pytest.mark.pure
+
 ENCODINGS = ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16', '8UC1', '8UC3', '16UC1',
              '32SC1', '32FC1', 'yuv422', 'yuv422_yuy2']
 HOST_BIG = sys.byteorder == 'big'

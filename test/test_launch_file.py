@@ -33,6 +33,8 @@ import pytest
 from ament_prefix import build_install_prefix, prefix_env
 from ros_session import rclpy_node, spin_until
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / 'launch' / 'camera.launch.py'
 CAMERAS = {'sim': 'sim_camera_node', 'usb': 'camera_node', 'video': 'camera_node'}

@@ -6,10 +6,13 @@ test_cross_process.py).
 """
 
 import numpy as np
+import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 
 from panoptic_ros.msg import ClassTable, Detection, DetectionArray, PanopticSegmentation, Segment
 from panoptic_ros.ros.image_codec import image_to_numpy, numpy_to_image
+
+pytestmark = pytest.mark.pure
 
 
 def round_trip(msg):

@@ -18,6 +18,8 @@ from panoptic_ros.core.metrics import box_ap, occupancy_scores, PanopticEvaluato
 from panoptic_ros.eval_cli import evaluate, main
 from panoptic_ros.sim_cli import main as sim_main
 
+pytestmark = pytest.mark.pure
+
 CATEGORIES = {1: {'name': 'road', 'isthing': False}, 5: {'name': 'car', 'isthing': True}}
 ROAD, CAR = {'category_id': 1}, {'category_id': 5}
 

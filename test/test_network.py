@@ -36,6 +36,8 @@ from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
 from panoptic_ros.sim_cli import export
 from panoptic_ros.core.sim.world import SimConfig
 
+pytestmark = pytest.mark.pipeline
+
 SMALL = dict(input_size=(160, 128))
 
 

@@ -9,7 +9,7 @@ footprint, with its centre as its ground position; a thing beyond the grid gets 
 and no cells, a frame without obstacles no crash; things' ground positions closer to their
 footprint centres with priors than without; over the benchmark's 40 rendered frames with
 ground-truth labels the free-cell IoU and occupied-cell IoU against the simulator's
-ground-truth grid (the issue's 0.9 and 0.6); the footprint priors of config/panoptic.yaml
+ground-truth grid (targets 0.9 and 0.6); the footprint priors of config/panoptic.yaml
 against a fresh measurement on calibration frames. Does not verify speed or the network's
 predictions (benchmarks/bench_occupancy.py measures both).
 """
@@ -33,6 +33,8 @@ from panoptic_ros.core.sim.priors import (CALIBRATION_SEEDS, measure_footprint_p
                                           projector_for, SIM_ROLES)
 from panoptic_ros.core.sim.taxonomy import CLASSES
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig, SimWorld
+
+pytestmark = pytest.mark.pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +246,7 @@ def test_against_simulator_ground_truth():
         free.append(scores['free_iou'])
         occupied.append(scores['occupied_iou'])
     assert np.nanmean(free) >= 90
-    # the issue's 0.6; measured 60.5 (47.2 without footprint priors)
+    # target 0.6 (benchmarks/results/occupancy_cpu.md has the measured value)
     assert np.nanmean(occupied) >= 60
 
 

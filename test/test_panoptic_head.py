@@ -17,6 +17,8 @@ from panoptic_ros.core.head import (
     FORMS, POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
 from panoptic_head_reference import reference_head
 
+pytestmark = pytest.mark.pure
+
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 
 from panoptic_ros.core.camera_model import camera_info_dict, camera_pose_in_base
-from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.occupancy import GridConfig, OccupancyProjector
-from panoptic_ros.core.settings import PARAMETERS, Settings
+from panoptic_ros.core.settings import Settings
+from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
+
+pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip('rclpy')
 from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
@@ -156,33 +158,6 @@ def test_bad_parameter_and_missing_model_exit_2(model_path, ros_env, tmp_path):
     proc = start_node(tmp_path / 'nothing.safetensors', ros_env, tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and 'nothing.safetensors does not exist' in err
-
-
-def test_settings_validation_and_yaml_agree():
-    import yaml
-    from pathlib import Path
-    data = yaml.safe_load((Path(__file__).parents[1] / 'config' / 'panoptic.yaml').read_text())
-    params = data['panoptic_node']['ros__parameters']
-    assert set(params) == set(PARAMETERS)
-    for name, value in params.items():
-        default = PARAMETERS[name].default
-        assert value == (pytest.approx(default) if isinstance(default, float) else default)
-    Settings.from_params(params)
-    for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
-                        ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
-                        ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
-                        ('image_reliability', 'sometimes'), ('max_detections', 0),
-                        ('footprint_priors', [1.0, 0.5, 0.0]), ('footprint_scale', 0.0),
-                        ('footprint_classes', ['road', 'car'])):
-        with pytest.raises(ValueError, match=f'{name}='):
-            Settings.from_params({name: value})
-    with pytest.raises(ValueError, match="footprint_priors=.*'car'.*width <= length"):
-        Settings.from_params({'footprint_classes': ['car'],
-                              'footprint_priors': [0.5, 1.0, 0.0, 0.0]})
-    for params in ({'free_classes': ['asphalt']}, {'footprint_classes': ['bus'],
-                                                   'footprint_priors': [9, 2.5, 1, 3]}):
-        with pytest.raises(ValueError, match='not classes of the model'):
-            Settings.from_params(params).occupancy_config(['road', 'car'], 1000)
 
 
 def test_demo_short_mode(model_path, tmp_path):

@@ -36,6 +36,8 @@ from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
+pytestmark = pytest.mark.ros
+
 rclpy = pytest.importorskip('rclpy')
 from ros_session import rclpy_node, spin_until  # noqa: E402 (after the rclpy check)
 

@@ -19,6 +19,8 @@ from panoptic_ros.core.settings import default_model_path
 from panoptic_ros.core.sim.taxonomy import CLASSES
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
+pytestmark = pytest.mark.pipeline
+
 SEEDS = (900, 901, 902, 903)
 
 

@@ -12,8 +12,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from panoptic_ros.core.sim.sequence import render_sequence, Sequence
 from panoptic_ros.core.sim.world import SimConfig
+
+pytestmark = pytest.mark.ros
 
 NODE = [sys.executable, '-m', 'panoptic_ros.ros.sim_camera_node', '--ros-args']
 

@@ -3,17 +3,20 @@
 Verifies: the CLI writes the documented layout; the same seed gives byte-identical labels and
 annotations whatever the number of workers; every panoptic PNG decodes to ids that agree
 with its segments_info (areas, boxes, categories) and labels every pixel once; extras (depth,
-occupancy, camera) load back. Does not verify export throughput (recorded in the issue note).
+occupancy, camera) load back. Does not verify export throughput.
 """
 
 import json
 
 import cv2
 import numpy as np
+import pytest
 
 from panoptic_ros.core.sim.coco import rgb_to_id
 from panoptic_ros.core.sim.taxonomy import CLASSES
 from panoptic_ros.sim_cli import main
+
+pytestmark = pytest.mark.pipeline
 
 ARGS = ['--split', 'val', '--num', '4', '--seed', '7', '--width', '160', '--height', '120',
         '--no-progress']

@@ -13,6 +13,8 @@ import pytest
 from panoptic_ros.core.sim.sequence import render_sequence, Sequence
 from panoptic_ros.core.sim.world import SimConfig
 
+pytestmark = pytest.mark.pipeline
+
 CONFIG = SimConfig(width=160, height=120)
 
 

@@ -22,6 +22,8 @@ from panoptic_ros.core.sim.taxonomy import BY_NAME, CLASSES, LABEL_DIVISOR
 from panoptic_ros.core.sim.world import (GRASS_TOP_Z, render_random_frame, segments_of,
                                          SimConfig, SimWorld)
 
+pytestmark = pytest.mark.pipeline
+
 SMALL = SimConfig(width=160, height=120)
 
 

@@ -25,6 +25,8 @@ from panoptic_ros.core.occupancy import OccupancyProjector
 from panoptic_ros.core.settings import Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
+pytestmark = pytest.mark.ros
+
 rclpy = pytest.importorskip('rclpy')
 tf2_ros = pytest.importorskip('tf2_ros')
 from ros_session import rclpy_node, spin_until  # noqa: E402 (after the import checks)

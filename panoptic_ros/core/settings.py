@@ -161,6 +161,32 @@ PARAMETERS = {
 LIVE = tuple(name for name, spec in PARAMETERS.items() if spec.live)
 
 
+def parameters_markdown(specs=PARAMETERS):
+    """README's parameter table (markdown): name, default, accepted values, live, meaning."""
+    def shown(value):
+        if isinstance(value, list) and len(value) > 6:
+            return f'{len(value)} numbers' if all(isinstance(v, float) for v in value) \
+                else f'{len(value)} entries'
+        if isinstance(value, str):
+            return f"`'{value}'`"
+        if isinstance(value, float):
+            return f'`{value:.4g}`'
+        return f'`{str(value).lower() if isinstance(value, bool) else value}`'
+
+    def accepted(spec):
+        if spec.choices is not None:
+            return ', '.join(f'`{c}`' for c in spec.choices)
+        if spec.low is not None or spec.high is not None:
+            return spec.range_text()
+        return ''
+
+    rows = ['| parameter | default | accepts | live | description |', '|---|---|---|---|---|']
+    for name, spec in specs.items():
+        rows.append(f'| `{name}` | {shown(spec.default)} | {accepted(spec)} | '
+                    f'{"yes" if spec.live else ""} | {spec.description} |')
+    return '\n'.join(rows) + '\n'
+
+
 def check_parameters(params, specs=PARAMETERS):
     """Check each value of {name: value} against its Spec (ValueError names the first bad
     one, or the unknown names)."""

@@ -1,4 +1,5 @@
-"""Ground-truth occupancy grid of a rendered frame: the reference for the occupancy issue.
+"""Ground-truth occupancy grid of a rendered frame: the reference the occupancy
+projection is scored against.
 
 Grid: nav_msgs/OccupancyGrid layout in the base frame (x forward, y left, ground z = 0):
 ``grid[i, j]`` is the cell whose lower corner is ``origin + (j, i) * resolution``; its

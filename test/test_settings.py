@@ -1,0 +1,55 @@
+"""The parameter table (panoptic_ros.core.settings.PARAMETERS) and what is written from it.
+
+Verifies: config/panoptic.yaml sets exactly the parameters with their defaults; bad values of
+each kind are refused with the parameter named; README.md's parameter table is the one
+generated from the Specs. Does not verify the ROS descriptors (test_panoptic_node).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from panoptic_ros.core.settings import PARAMETERS, Settings
+
+pytestmark = pytest.mark.pure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_settings_validation_and_yaml_agree():
+    data = yaml.safe_load((ROOT / 'config' / 'panoptic.yaml').read_text())
+    params = data['panoptic_node']['ros__parameters']
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        default = PARAMETERS[name].default
+        assert value == (pytest.approx(default) if isinstance(default, float) else default)
+    Settings.from_params(params)
+    for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
+                        ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
+                        ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
+                        ('image_reliability', 'sometimes'), ('max_detections', 0),
+                        ('footprint_priors', [1.0, 0.5, 0.0]), ('footprint_scale', 0.0),
+                        ('footprint_classes', ['road', 'car'])):
+        with pytest.raises(ValueError, match=f'{name}='):
+            Settings.from_params({name: value})
+    with pytest.raises(ValueError, match="footprint_priors=.*'car'.*width <= length"):
+        Settings.from_params({'footprint_classes': ['car'],
+                              'footprint_priors': [0.5, 1.0, 0.0, 0.0]})
+    for params in ({'free_classes': ['asphalt']}, {'footprint_classes': ['bus'],
+                                                   'footprint_priors': [9, 2.5, 1, 3]}):
+        with pytest.raises(ValueError, match='not classes of the model'):
+            Settings.from_params(params).occupancy_config(['road', 'car'], 1000)
+
+
+def test_readme_parameter_table_is_generated_from_the_specs():
+    spec = importlib.util.spec_from_file_location(
+        'update_readme_parameters', ROOT / 'scripts' / 'update_readme_parameters.py')
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (ROOT / 'README.md').read_text()
+    assert script.with_table(readme) == readme, \
+        'README.md parameter table is stale: run scripts/update_readme_parameters.py'
+    for name in PARAMETERS:
+        assert f'| `{name}` |' in readme
