@@ -1,18 +1,22 @@
 """Benchmark: network latency per backend, and the model's scores on a val split.
 
 640x480 camera frames (rendered sim frames) through Preprocessor + backend (the network
-alone, raw outputs), and the whole FramePipeline (+ decode + panoptic head), median and p95
-over --repeats runs. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIoU / box AP)
+alone, raw outputs), and the whole FramePipeline (+ decode + panoptic head): --rounds rounds,
+each timing every backend in turn (--repeats runs each), so that the machine's drift hits all
+backends alike; the table gives the median over rounds of each round's p50 and p95, with the
+range of the p50s. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIoU / box AP)
 on that COCO-panoptic split with the fastest CPU backend. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.safetensors]
            [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
+           [--rounds 3]
            [--val-root data/sim320 --val-split val] [--out benchmarks/results/network_cpu.md]
 """
 
 import argparse
 import copy
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +51,7 @@ def main():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--val-root', type=Path)
     parser.add_argument('--val-split', default='val')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/network_cpu.md'))
@@ -56,36 +61,48 @@ def main():
     rgb = render_random_frame(5, SimConfig()).rgb
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
     machine = machine_description(args.device)   # before a backend changes the thread count
-    rows, best = [], None
+    runs = []
     for name in args.backends:
         backend = make_backend(name, copy.deepcopy(model), args.device,
                                cache_dir=Path('.cache'), threads=args.threads)
-        configure_torch_threads(backend, args.threads)   # as panoptic_node does
-        pipeline = FramePipeline(backend)
-        x, _ = pipeline.preprocess(rgb)
-        net = timed(lambda: backend(x), args.repeats, sync)
-        full = timed(lambda: pipeline(rgb), args.repeats, sync)
-        rows.append((backend.name, torch.get_num_threads(), net, full))
-        if best is None or net[0] < best[1]:
-            best = (pipeline, net[0])
+        runs.append((backend, FramePipeline(backend), {'net': [], 'full': []}))
+    for _ in range(args.rounds):
+        for backend, pipeline, times in runs:
+            configure_torch_threads(backend, args.threads)   # as panoptic_node does
+            x, _ = pipeline.preprocess(rgb)
+            times['net'].append(timed(lambda: backend(x), args.repeats, sync))
+            times['full'].append(timed(lambda: pipeline(rgb), args.repeats, sync))
+            times['threads'] = torch.get_num_threads()
+
+    def summary(rounds):   # (median p50, min p50, max p50, median p95) over rounds
+        p50s = [r[0] for r in rounds]
+        return (statistics.median(p50s), min(p50s), max(p50s),
+                statistics.median(r[1] for r in rounds))
+
+    rows = [(backend.name, times['threads'], summary(times['net']), summary(times['full']))
+            for backend, _, times in runs]
+    best = min(zip(runs, rows), key=lambda item: item[1][2][0])[0][1]
     width, height = model.config.input_size
     lines = [f'# Network latency: {args.model.name} ({model.config.encoder}, input '
              f'{width}x{height}), 640x480 camera frames', '',
-             f'Machine: {machine}; {args.repeats} runs.', '',
+             f'Machine: {machine}; {args.rounds} rounds of {args.repeats} runs per backend, '
+             'interleaved. p50: median over rounds (range over rounds); p95: median over '
+             'rounds.',
+             f'Command: `python benchmarks/bench_network.py {" ".join(sys.argv[1:])}`', '',
              '| backend | torch threads | network p50 (ms) | network p95 (ms) | '
              'frame pipeline p50 (ms) | frame pipeline p95 (ms) |', '|---|---|---|---|---|---|']
-    lines += [f'| {n} | {t} | {a[0]:.1f} | {a[1]:.1f} | {b[0]:.1f} | {b[1]:.1f} |'
-              for n, t, a, b in rows]
+    lines += [f'| {n} | {t} | {a[0]:.1f} ({a[1]:.1f}–{a[2]:.1f}) | {a[3]:.1f} | '
+              f'{b[0]:.1f} ({b[1]:.1f}–{b[2]:.1f}) | {b[3]:.1f} |' for n, t, a, b in rows]
     lines.append('')
     lines.append('frame pipeline = preprocess (letterbox, normalise) + network + decode '
                  '(threshold, NMS) + panoptic head (highest_confidence) at 640x480. torch '
                  'threads: PyTorch\'s thread count during the row (1 next to onnxruntime, as '
                  'in panoptic_node: configure_torch_threads).')
     if args.val_root:
-        scores = evaluate_pipeline(best[0], args.val_root, args.val_split)
+        scores = evaluate_pipeline(best, args.val_root, args.val_split)
         pq = scores['pq']
         lines += ['', f'## Scores on {args.val_root}/{args.val_split} '
-                  f'({scores["images"]} images, {best[0].backend.name})', '',
+                  f'({scores["images"]} images, {best.backend.name})', '',
                   '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 |',
                   '|---|---|---|---|---|---|---|---|',
                   f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "
