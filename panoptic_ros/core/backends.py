@@ -43,8 +43,9 @@ def _fold(conv, bn):
 
 
 def fold_frozen_batchnorm(model):
-    """Fold every Conv2d -> FrozenBatchNorm2d pair (Sequential neighbours, or ResNet's
-    conv{k}/bn{k} attributes) into the convolution; returns the number folded."""
+    """Fold every Conv2d -> FrozenBatchNorm2d pair (Sequential neighbours, ResNet's
+    conv{k}/bn{k} attributes, or the (conv, bn) attribute names a module lists in
+    CONV_BN_PAIRS) into the convolution; returns the number folded."""
     folded = 0
     for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
@@ -54,11 +55,13 @@ def fold_frozen_batchnorm(model):
                     _fold(a, b)
                     module._modules[name_b] = nn.Identity()
                     folded += 1
-        for k in range(1, 4):
-            conv, bn = getattr(module, f'conv{k}', None), getattr(module, f'bn{k}', None)
+        pairs = [(f'conv{k}', f'bn{k}') for k in range(1, 4)] + \
+            list(getattr(module, 'CONV_BN_PAIRS', ()))
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, FrozenBatchNorm2d):
                 _fold(conv, bn)
-                setattr(module, f'bn{k}', nn.Identity())
+                setattr(module, bn_name, nn.Identity())
                 folded += 1
     return folded
 

