@@ -47,7 +47,8 @@ DEFAULTS = {
     'train': {'epochs': 10, 'batch_size': 8, 'lr': 1e-3, 'weight_decay': 1e-4,
               'betas': [0.9, 0.99], 'lr_decay_epochs': [0.5, 0.71], 'warmup_iters': 100,
               'amp': True, 'workers': 1, 'threads': 0, 'seed': 0,
-              'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1},
+              'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1,
+                               'heatmap': 200.0},
               'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu',
               'freeze_stem': True},
     'out': 'runs/train',
@@ -121,8 +122,9 @@ def plot_curves(history, path):
     import matplotlib.pyplot as plt
     fig, (ax_loss, ax_pq) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [h['step'] for h in history['train']]
-    for key in ('total', 'classification', 'bbox_regression', 'semantic', 'center'):
-        ax_loss.plot(steps, [h[key] for h in history['train']], label=key)
+    for key in ('total', 'classification', 'bbox_regression', 'semantic', 'center', 'heatmap'):
+        if all(key in h for h in history['train']):   # heatmap: only with its branch
+            ax_loss.plot(steps, [h[key] for h in history['train']], label=key)
     ax_loss.set_yscale('log')
     ax_loss.set_xlabel('iteration')
     ax_loss.set_title('training losses')
@@ -239,7 +241,8 @@ def build_data(config, run):
     model_config = model_config_from(config, probe.categories)
     dataset = CocoPanopticDataset(d['root'], d['train_split'], model_config.input_size,
                                   model_config.mean, model_config.std, flip=d['flip'],
-                                  color_jitter=d['color_jitter'], seed=t['seed'] + run.rank)
+                                  color_jitter=d['color_jitter'], seed=t['seed'] + run.rank,
+                                  model_config=model_config)
     sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=t['seed']) \
         if run.distributed else torch.utils.data.RandomSampler(
             dataset, generator=torch.Generator().manual_seed(t['seed']))

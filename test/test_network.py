@@ -17,6 +17,7 @@ skip without a GPU), accuracy of the shipped model (test_shipped_model).
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import (
     export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE
+from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE, PanopticTargets
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
 from panoptic_ros.core.losses import PanopticLoss
 from panoptic_ros.core.model import (
@@ -178,13 +179,17 @@ def test_targets_from_rendered_frame(tiny_dataset):
     assert torch.min(torch.hypot(centres[:, 0] - cx, centres[:, 1] - cy)) < 1e-3
 
 
-def test_loss_decreases_when_overfitting(tiny_dataset):
+@pytest.mark.parametrize('variant', [{}, dict(encoder='efficientnet_lite0', center_heatmap=True)])
+def test_loss_decreases_when_overfitting(tiny_dataset, variant):
     torch.manual_seed(0)
-    config = default_model_config(**SMALL)
+    config = default_model_config(**SMALL, **variant)
     model = SingleShotPanoptic(config)
-    load_encoder_weights(model, mobilenet_v2_imagenet_state_dict())
+    load_encoder_weights(model, efficientnet_lite.imagenet_state_dict()
+                         if config.encoder == 'efficientnet_lite0'
+                         else mobilenet_v2_imagenet_state_dict())
     criterion = PanopticLoss(model)
-    ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std)
+    ds = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean, config.std,
+                             model_config=config)
     images, targets = collate([ds[i] for i in range(4)])
     # the shipped model's learning rate (at 2e-3 the classification loss of this batch
     # oscillates around its start for 60 steps)
@@ -202,9 +207,43 @@ def test_loss_decreases_when_overfitting(tiny_dataset):
     last = {k: sum(h[k] for h in history[-5:]) / 5 for k in first}
     start = (first['classification'] + first['bbox_regression'] + first['semantic'] +
              0.1 * first['center'])
+    if config.center_heatmap:
+        start += 200 * first['heatmap']
     assert last['total'] < 0.5 * start
-    for key in ('classification', 'semantic', 'center'):
+    for key in ('classification', 'semantic', 'center') + (('heatmap',) if variant else ()):
         assert last[key] < first[key], (key, first, last)
+
+
+def test_center_targets_and_heatmap_from_a_hand_made_mask():
+    # One car, a 24 x 16 px box at (6, 10)-(30, 26) of a 64 x 48 road image: box centre
+    # (18, 18) input px = (4.5, 4.5) quarter px, the centre of quarter pixel (row 4, col 4).
+    categories = [{'id': 1, 'name': 'road', 'isthing': 0}, {'id': 5, 'name': 'car', 'isthing': 1}]
+    ids = np.full((48, 64), 1000, np.int32)
+    ids[10:26, 6:30] = 5001
+    segments = [{'id': 1000, 'category_id': 1}, {'id': 5001, 'category_id': 5}]
+    t = PanopticTargets(categories, heatmap_sigma=4.0)(ids, segments)   # sigma 1 quarter px
+    heatmap = t['center_heatmap'][0]
+    assert heatmap.shape == (12, 16) and heatmap[4, 4] == pytest.approx(1.0)
+    assert heatmap[4, 6] == pytest.approx(math.exp(-2.0))          # 2 quarter px away
+    assert heatmap[5, 5] == pytest.approx(math.exp(-1.0))          # sqrt(2) away
+    assert heatmap.argmax() == 4 * 16 + 4
+    # offsets of the car's quarter pixels point at (4.5, 4.5): pixel (3, 2) -> (+2, +1)
+    assert t['center_offsets'][:, 3, 2].tolist() == pytest.approx([2.0, 1.0])
+    assert PanopticTargets(categories)(ids, segments).keys() == t.keys() - {'center_heatmap'}
+    # An L-shaped car: centre of mass apart from the box centre. Pixels: the 24 x 16 block
+    # minus its top-right 12 x 8 quarter, 384 - 96 = 288 pixels; the mean pixel centre from
+    # the two rectangles' means.
+    ids[10:18, 18:30] = 1000
+    xs_full, xs_cut = 17.5 + 0.5, 23.5 + 0.5       # mean pixel-centre x of block and cut
+    ys_full, ys_cut = 17.5 + 0.5, 13.5 + 0.5
+    cx = (384 * xs_full - 96 * xs_cut) / 288         # 16.0
+    cy = (384 * ys_full - 96 * ys_cut) / 288         # 19.333
+    mass = PanopticTargets(categories, center_target='mass', heatmap_sigma=4.0)(ids, segments)
+    r, c = 5, 2                                       # samples input pixel (22, 10): car
+    assert mass['center_offsets'][:, r, c].tolist() == pytest.approx(
+        [cx / 4 - (c + 0.5), cy / 4 - (r + 0.5)], abs=1e-5)
+    box = PanopticTargets(categories)(ids, segments)  # the box is unchanged: same centre
+    assert box['center_offsets'][:, r, c].tolist() == pytest.approx([4.5 - 2.5, 4.5 - 5.5])
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
@@ -253,10 +292,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         load_checkpoint(tmp_path / 'lying.safetensors')
 
 
-@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'efficientnet_lite0'])
-def test_fold_onnx_and_eager_agree(tmp_path, encoder):
+@pytest.mark.parametrize('variant', [{}, dict(encoder='efficientnet_lite0', center_heatmap=True)])
+def test_fold_onnx_and_eager_agree(tmp_path, variant):
     torch.manual_seed(2)
-    config = default_model_config(encoder=encoder, **SMALL)
+    config = default_model_config(**SMALL, **variant)
     model = SingleShotPanoptic(config).eval()
     randomize_frozen_bn(model)
     x = torch.randn(1, 3, 128, 160)
@@ -274,9 +313,12 @@ def test_fold_onnx_and_eager_agree(tmp_path, encoder):
     assert graph.opset_import[0].version == 17
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == \
         [1, 3, 128, 160]
+    if config.center_heatmap:
+        assert reference['center_heatmap'].shape == (1, 1, 32, 40)
     backends = [TorchBackend(folded), OnnxRuntimeBackend(onnx_path, config, model.anchors())]
     for backend in backends:
         out = backend(x)
+        assert out.keys() == reference.keys()
         for key, value in reference.items():
             err = (out[key] - value).abs().max().item()
             assert err < 1e-3 * max(1.0, value.abs().max().item()), (backend.name, key, err)

@@ -1,7 +1,8 @@
 """Backend step: run the network on a preprocessed batch, one small interface for every runtime.
 
     backend(x [1, 3, H, W] on backend.device, dtype backend.input_dtype)
-        -> {'sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression'}  (model.py)
+        -> {'sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression'
+            [, 'center_heatmap']}    (model.py: output_names(config))
 
 Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `anchors` [A, 4].
 
@@ -24,7 +25,8 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-OUTPUT_NAMES = ('sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression')
+from panoptic_ros.core.model import output_names
+
 ONNX_OPSET = 17      # accepted by TensorRT 8.6-10.x and onnxruntime >= 1.14
 BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'tensorrt')
 log = logging.getLogger('panoptic_ros.backends')
@@ -91,7 +93,7 @@ class TorchBackend:
         out = self._run(x)
         # CUDA graphs reuse their output buffers: clone before the next replay overwrites them
         return {k: out[k].clone() if self.device.type == 'cuda' else out[k]
-                for k in OUTPUT_NAMES}
+                for k in output_names(self.model_config)}
 
 
 def export_onnx(model, path, opset=ONNX_OPSET):
@@ -107,7 +109,7 @@ def export_onnx(model, path, opset=ONNX_OPSET):
         warnings.simplefilter('ignore', DeprecationWarning)
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path),
-                          input_names=['image'], output_names=list(OUTPUT_NAMES),
+                          input_names=['image'], output_names=list(output_names(model.config)),
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     return path
 
@@ -133,8 +135,9 @@ class OnnxRuntimeBackend:
         self.name = 'onnxruntime'
 
     def __call__(self, x):
-        outputs = self.session.run(list(OUTPUT_NAMES), {'image': x.cpu().numpy()})
-        return {k: torch.from_numpy(v) for k, v in zip(OUTPUT_NAMES, outputs)}
+        names = output_names(self.model_config)
+        outputs = self.session.run(list(names), {'image': x.cpu().numpy()})
+        return {k: torch.from_numpy(v) for k, v in zip(names, outputs)}
 
 
 def resolve_device(device, strict=False):

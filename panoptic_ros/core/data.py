@@ -29,16 +29,28 @@ IGNORE = 255     # semantic target value of void / crowd pixels
 class PanopticTargets:
     """Turns a panoptic id image at network-input size into the training targets.
 
-    category_to_channel: {category id: semantic channel}; thing_index: {category id:
-    detection class index}; label ids are category * label_divisor + instance or COCO segment
-    ids mapped through `segments`.
+    categories: the dataset's (their order is the semantic-channel order); center_target:
+    'box' (offsets to the box centre, Weber et al.) or 'mass' (to the centre of mass,
+    Panoptic-DeepLab); heatmap_sigma: None, or the sigma in input pixels of the center
+    heatmap's Gaussians (centred where the offsets point).
     """
 
-    def __init__(self, categories, min_box_side=2.0):
+    def __init__(self, categories, min_box_side=2.0, center_target='box', heatmap_sigma=None):
         self.channel = {c['id']: k for k, c in enumerate(categories)}
         things = [c['id'] for c in categories if c['isthing']]
         self.thing_index = {cid: k for k, cid in enumerate(things)}
         self.min_box_side = min_box_side
+        if center_target not in ('box', 'mass'):
+            raise ValueError(f"center_target must be 'box' or 'mass', got {center_target!r}")
+        self.center_target = center_target
+        self.heatmap_sigma = heatmap_sigma
+
+    @classmethod
+    def for_model(cls, categories, model_config):
+        """The targets a model of `model_config` trains on."""
+        return cls(categories, center_target=model_config.center_target,
+                   heatmap_sigma=model_config.heatmap_sigma if model_config.center_heatmap
+                   else None)
 
     def __call__(self, ids, segments):
         """ids: int [H, W] segment ids (0 = void); segments: [{'id', 'category_id', 'iscrowd'}].
@@ -46,7 +58,9 @@ class PanopticTargets:
         Returns dict: semantic int64 [H, W] (IGNORE on void/crowd), boxes float [N, 4]
         (x1, y1, x2, y2 input px, pixel-edge convention), labels int64 [N] (detection class),
         center_offsets float [2, H/4, W/4] (dx, dy to the box centre in 1/4-res pixels) and
-        center_weights float [H/4, W/4] (1 on thing pixels).
+        center_weights float [H/4, W/4] (1 on thing pixels); with heatmap_sigma also
+        center_heatmap float [1, H/4, W/4]: per pixel the largest of the instances' Gaussians
+        exp(-d^2 / (2 sigma^2)), d the distance to the centre, 1 at each centre.
         """
         height, width = ids.shape
         semantic = np.full((height, width), IGNORE, np.int64)
@@ -60,6 +74,7 @@ class PanopticTargets:
         weights = np.zeros((qh, qw), np.float32)
         gx = (np.arange(qw) + 0.5)[None, :]
         gy = (np.arange(qh) + 0.5)[:, None]
+        heatmap = np.zeros((qh, qw), np.float32)
         for seg in segments:
             if seg.get('iscrowd', 0) or seg['category_id'] not in self.channel:
                 continue
@@ -75,30 +90,43 @@ class PanopticTargets:
                 continue
             boxes.append(box)
             labels.append(self.thing_index[seg['category_id']])
-            cx, cy = (box[0] + box[2]) / 2 / OUTPUT_STRIDE, (box[1] + box[3]) / 2 / OUTPUT_STRIDE
+            if self.center_target == 'box':
+                cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            else:   # pixel centres' mean
+                cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+            cx, cy = cx / OUTPUT_STRIDE, cy / OUTPUT_STRIDE          # in 1/4-res pixels
+            if self.heatmap_sigma is not None:
+                sigma = self.heatmap_sigma / OUTPUT_STRIDE
+                gauss = np.exp(-((gx - cx) ** 2 + (gy - cy) ** 2) / (2 * sigma ** 2))
+                np.maximum(heatmap, gauss.astype(np.float32), out=heatmap)
             mq = ids_q == seg['id']
             offsets[0][mq] = np.broadcast_to(cx - gx, (qh, qw))[mq]
             offsets[1][mq] = np.broadcast_to(cy - gy, (qh, qw))[mq]
             weights[mq] = 1.0
-        return {
+        targets = {
             'semantic': torch.from_numpy(semantic),
             'boxes': torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             'labels': torch.tensor(labels, dtype=torch.int64),
             'center_offsets': torch.from_numpy(offsets),
             'center_weights': torch.from_numpy(weights),
         }
+        if self.heatmap_sigma is not None:
+            targets['center_heatmap'] = torch.from_numpy(heatmap)[None]
+        return targets
 
 
 class CocoPanopticDataset(torch.utils.data.Dataset):
     """One split of a COCO-panoptic-format dataset, as network inputs and targets.
 
     Each item: (image float [3, H, W] normalised, targets dict as PanopticTargets returns,
-    plus 'image_id'). `flip` = probability of the left-right flip (the paper's only
-    augmentation); `color_jitter` = max relative change of brightness and contrast.
+    plus 'image_id'), for `model_config`'s outputs when given. `flip` = probability of the
+    left-right flip (the paper's only augmentation); `color_jitter` = max relative change of
+    brightness and contrast.
     """
 
     def __init__(self, root, split, input_size, mean, std, flip=0.0, color_jitter=0.0,
-                 images_dir=None, panoptic_dir=None, annotation_file=None, seed=0):
+                 images_dir=None, panoptic_dir=None, annotation_file=None, seed=0,
+                 model_config=None):
         root = Path(root)
         ann_path = Path(annotation_file) if annotation_file else \
             root / 'annotations' / f'panoptic_{split}.json'
@@ -114,7 +142,8 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
         self.input_size = tuple(input_size)
         self.letterbox = Letterbox(input_size, mean, std)
         self.flip, self.color_jitter = flip, color_jitter
-        self.targets = PanopticTargets(self.categories)
+        self.targets = PanopticTargets.for_model(self.categories, model_config) \
+            if model_config is not None else PanopticTargets(self.categories)
         self.rng = np.random.default_rng(seed)
 
     def __len__(self):

@@ -52,6 +52,7 @@ class NetworkOutput:
     scores: torch.Tensor
     classes: torch.Tensor
     image_size: tuple     # (h, w) of the camera image
+    center_heatmap: torch.Tensor = None   # [1, h4, w4] where the model has the heatmap
 
 
 class Preprocessor:
@@ -107,9 +108,13 @@ class Decoder:
         sem_logits = raw['sem_logits'][0, :, :valid_h, :valid_w]
         center_offsets = raw['center_offsets'][0, :, :valid_h, :valid_w].float() * \
             (OUTPUT_STRIDE / scale)
+        heatmap = raw.get('center_heatmap')
+        if heatmap is not None:
+            heatmap = heatmap[0, :, :valid_h, :valid_w].float()
         return NetworkOutput(sem_logits=sem_logits, center_offsets=center_offsets,
                              boxes=boxes[keep], scores=scores[keep],
-                             classes=self.thing_channels[labels[keep]], image_size=(h, w))
+                             classes=self.thing_channels[labels[keep]], image_size=(h, w),
+                             center_heatmap=heatmap)
 
 
 class NonFiniteOutput(RuntimeError):

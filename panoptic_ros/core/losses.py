@@ -4,7 +4,8 @@ L = lambda_o (L_FL + L_reg) + lambda_s L_s + lambda_i L_i:
 focal loss and smooth-L1 box regression of torchvision's RetinaNet head (anchors matched
 with IoU >= 0.5 foreground, < 0.4 background, every ground-truth box keeps its best anchor),
 per-pixel cross-entropy on the semantic logits upsampled to the input size, and L1 on the
-center offsets over thing pixels.
+center offsets over thing pixels; with the center heatmap, Panoptic-DeepLab's MSE on it over
+every pixel.
 """
 
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class LossWeights:
     detection: float = 1.0    # lambda_o (the paper's best: equal weighting)
     semantic: float = 1.0     # lambda_s
     center: float = 0.1       # lambda_i (small: its raw L1 is far larger than the others)
+    heatmap: float = 200.0    # Panoptic-DeepLab's heatmap weight (its MSE is tiny)
 
 
 class PanopticLoss(torch.nn.Module):
@@ -65,4 +67,9 @@ class PanopticLoss(torch.nn.Module):
         w = self.weights
         total = (w.detection * (losses['classification'] + losses['bbox_regression']) +
                  w.semantic * losses['semantic'] + w.center * losses['center'])
+        # center heatmap: MSE at 1/4 (Panoptic-DeepLab), where the targets have it
+        if 'center_heatmap' in outputs:
+            target = torch.stack([t['center_heatmap'] for t in targets])
+            losses['heatmap'] = F.mse_loss(outputs['center_heatmap'].float(), target)
+            total = total + w.heatmap * losses['heatmap']
         return total, {k: v.detach() for k, v in losses.items()}

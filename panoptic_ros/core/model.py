@@ -37,6 +37,7 @@ ENCODERS = ('mobilenet_v2', 'efficientnet_lite0', 'resnet50')
 FPN_LEVELS = ('p2', 'p3', 'p4', 'p5', 'p6', 'p7')
 STRIDES = {'p2': 4, 'p3': 8, 'p4': 16, 'p5': 32, 'p6': 64, 'p7': 128}
 OUTPUT_STRIDE = STRIDES['p2']   # semantic and center outputs are at 1/4 of the network input
+CENTER_TARGETS = ('box', 'mass')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -61,12 +62,27 @@ class ModelConfig:
     anchor_scales: tuple = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
     center_branch: bool = True
+    # Panoptic-DeepLab's class-agnostic center heatmap, a third output of the center branch.
+    center_heatmap: bool = False
+    # Where offsets (and the heatmap's peaks) point: 'box' = the box centre (Weber et al.;
+    # what closest_center compares with), 'mass' = the centre of mass (Panoptic-DeepLab).
+    center_target: str = 'box'
+    # Heatmap Gaussian sigma in input pixels: Panoptic-DeepLab's 8 px at its 641 px COCO
+    # crops, scaled to a 320 px wide input (8 * 320 / 641 = 4).
+    heatmap_sigma: float = 4.0
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f'encoder {self.encoder!r} is not one of {ENCODERS}')
+        if self.center_target not in CENTER_TARGETS:
+            raise ValueError(f'center_target {self.center_target!r} is not one of '
+                             f'{CENTER_TARGETS}')
+        if self.center_heatmap and not self.center_branch:
+            raise ValueError('center_heatmap needs center_branch')
+        if not self.heatmap_sigma > 0:
+            raise ValueError(f'heatmap_sigma must be > 0, got {self.heatmap_sigma}')
         if len(self.classes) != len(self.is_thing) or not any(self.is_thing):
             raise ValueError('classes and is_thing must have the same length, with a thing')
         if not set(self.detection_levels) <= set(FPN_LEVELS) or not self.detection_levels:
@@ -98,6 +114,12 @@ class ModelConfig:
         if unknown:
             raise ValueError(f'unknown model config keys: {sorted(unknown)}')
         return cls(**values)
+
+
+def output_names(config):
+    """The raw outputs a model of `config` produces, in order (backends, ONNX)."""
+    names = ('sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression')
+    return names + (('center_heatmap',) if config.center_heatmap else ())
 
 
 def _encoder(config):
@@ -155,7 +177,8 @@ class SingleShotPanoptic(nn.Module):
     forward(images [B, 3, H, W] normalised, H x W = config.input_size[::-1]) -> dict:
       sem_logits [B, C, H/4, W/4], center_offsets [B, 2, H/4, W/4] (zeros without the
       center branch), cls_logits [B, A, T], bbox_regression [B, A, 4] (BoxCoder deltas of the
-      anchors from `anchors()`).
+      anchors from `anchors()`), and with config.center_heatmap center_heatmap
+      [B, 1, H/4, W/4] (regressed to a Gaussian of peak 1 at each instance's centre).
     """
 
     def __init__(self, config, backbone=None, det_head=None, sem_branch=None,
@@ -178,7 +201,8 @@ class SingleShotPanoptic(nn.Module):
         self.sem_branch = sem_branch or ScaleBranch(config.fpn_channels, config.branch_channels,
                                                     config.num_classes)
         if center_branch is None and config.center_branch:
-            center_branch = ScaleBranch(config.fpn_channels, config.branch_channels // 2, 2)
+            center_branch = ScaleBranch(config.fpn_channels, config.branch_channels // 2,
+                                        3 if config.center_heatmap else 2)
         self.center_branch = center_branch
         self.anchor_generator = AnchorGenerator(
             tuple(tuple(config.anchor_size * STRIDES[lvl] * s for s in config.anchor_scales)
@@ -191,16 +215,18 @@ class SingleShotPanoptic(nn.Module):
         scale_levels = [pyramid[lvl] for lvl in FPN_LEVELS[:4]]
         # semantic branch: logits for every class at 1/4
         sem_logits = self.sem_branch(scale_levels)
-        # instance-center branch: offsets at 1/4
+        # instance-center branch: offsets (and the heatmap) at 1/4
         if self.center_branch is not None:
-            center_offsets = self.center_branch(scale_levels)
+            center = self.center_branch(scale_levels)
         else:
-            center_offsets = sem_logits.new_zeros(sem_logits.shape[0], 2,
-                                                  *sem_logits.shape[-2:])
+            center = sem_logits.new_zeros(sem_logits.shape[0], 2, *sem_logits.shape[-2:])
         # detection branch: RetinaNet subnets on the detection levels
         det = self.det_head([pyramid[lvl] for lvl in self.config.detection_levels])
-        return OrderedDict(sem_logits=sem_logits, center_offsets=center_offsets,
-                           cls_logits=det['cls_logits'], bbox_regression=det['bbox_regression'])
+        out = OrderedDict(sem_logits=sem_logits, center_offsets=center[:, :2],
+                          cls_logits=det['cls_logits'], bbox_regression=det['bbox_regression'])
+        if self.config.center_heatmap:
+            out['center_heatmap'] = center[:, 2:3]
+        return out
 
     def feature_sizes(self):
         """(h, w) of each detection level for the configured input size (every stride-2

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from panoptic_ros.core.backends import BackendUnavailable, cached_onnx, OUTPUT_NAMES
+from panoptic_ros.core.backends import BackendUnavailable, cached_onnx
+from panoptic_ros.core.model import output_names
 
 log = logging.getLogger('panoptic_ros.tensorrt')
 TESTED_AGAINST = 'TensorRT 10.x Python API (not executed here)'
@@ -122,4 +123,4 @@ class TensorRTBackend:
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         self.context.execute_async_v3(self.stream.cuda_stream)
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        return {k: self.outputs[k].float().clone() for k in OUTPUT_NAMES}
+        return {k: self.outputs[k].float().clone() for k in output_names(self.model_config)}
