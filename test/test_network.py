@@ -140,6 +140,29 @@ def test_imagenet_efficientnet_lite0_weights_load_and_classify_as_the_file_says(
     torch.testing.assert_close(model.backbone.body.stem[0].weight, source['_conv_stem.weight'])
 
 
+def test_pyramid_pooling_module():
+    # On the encoder's last level, the ImageNet weights still load into the encoder (its keys
+    # unchanged) and a fresh module is the identity; a trained one mixes in global context.
+    plain = SingleShotPanoptic(default_model_config(**SMALL)).eval()
+    model = SingleShotPanoptic(default_model_config(ppm=True, **SMALL)).eval()
+    state = mobilenet_v2_imagenet_state_dict()
+    load_encoder_weights(plain, state)
+    load_encoder_weights(model, state)
+    model.load_state_dict(plain.state_dict(), strict=False)   # same FPN and branches
+    ppm = model.backbone.body.ppm
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        for key, value in plain(x).items():
+            torch.testing.assert_close(model(x)[key], value)
+        c5 = torch.randn(1, 320, 4, 5)
+        torch.nn.init.normal_(ppm.project.weight, std=0.05)
+        y = ppm(c5)
+        assert y.shape == c5.shape and not torch.allclose(y, c5)
+        shifted = c5.clone()
+        shifted[..., 0, 0] += 10.0   # one cell changes every cell's output: global context
+        assert ((ppm(shifted) - y)[..., 3, 4].abs() > 0).all()
+
+
 def test_imagenet_mobilenet_weights_load():
     model = SingleShotPanoptic(default_model_config(**SMALL)).eval()
     state = mobilenet_v2_imagenet_state_dict()
@@ -292,12 +315,17 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         load_checkpoint(tmp_path / 'lying.safetensors')
 
 
-@pytest.mark.parametrize('variant', [{}, dict(encoder='efficientnet_lite0', center_heatmap=True)])
+EVERY_BRANCH = dict(encoder='efficientnet_lite0', center_heatmap=True, ppm=True)
+
+
+@pytest.mark.parametrize('variant', [{}, EVERY_BRANCH])
 def test_fold_onnx_and_eager_agree(tmp_path, variant):
     torch.manual_seed(2)
     config = default_model_config(**SMALL, **variant)
     model = SingleShotPanoptic(config).eval()
     randomize_frozen_bn(model)
+    if config.ppm:   # a trained module, not the zero-initialised identity
+        torch.nn.init.normal_(model.backbone.body.ppm.project.weight, std=0.05)
     x = torch.randn(1, 3, 128, 160)
     with torch.no_grad():
         reference = model(x)

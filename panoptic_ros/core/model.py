@@ -62,6 +62,8 @@ class ModelConfig:
     anchor_scales: tuple = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
     center_branch: bool = True
+    # LPSNet's Pyramid Pooling Module on the encoder's last level (section 3.1).
+    ppm: bool = False
     # Panoptic-DeepLab's class-agnostic center heatmap, a third output of the center branch.
     center_heatmap: bool = False
     # Where offsets (and the heatmap's peaks) point: 'box' = the box centre (Weber et al.;
@@ -137,6 +139,57 @@ def _encoder(config):
     return body, {'3': 'c2', '6': 'c3', '13': 'c4', '17': 'c5'}, [24, 32, 96, 320]
 
 
+class PyramidPooling(nn.Module):
+    """PSPNet's Pyramid Pooling Module as LPSNet uses it (section 3.1): context pooled at
+    several scales over the encoder's last level, reduced, concatenated and added back before
+    the FPN builds P5.
+
+    The scales are the whole map and average windows of 4 and 2 cells (on a 320 x 240 input's
+    8 x 10 level: 1 x 1, 2 x 3 and 4 x 5 cells, close to PSPNet's bins 1, 2, 3, 6), so that the
+    shapes stay static and export to ONNX / TensorRT without adaptive pooling. The projection
+    starts at zero: a fresh module leaves the encoder's output unchanged.
+    """
+
+    WINDOWS = (None, 4, 2)   # None: global average
+
+    def __init__(self, channels):
+        super().__init__()
+        reduced = max(8, channels // 4)
+        groups = math.gcd(32, reduced)
+        self.reduce = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False),
+                          nn.GroupNorm(groups, reduced), nn.ReLU(inplace=True))
+            for _ in self.WINDOWS)
+        self.project = nn.Conv2d(channels + reduced * len(self.WINDOWS), channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        pooled = [x]
+        for window, reduce in zip(self.WINDOWS, self.reduce):
+            y = x.mean((2, 3), keepdim=True) if window is None else \
+                F.avg_pool2d(x, window, window, ceil_mode=True, count_include_pad=False)
+            pooled.append(F.interpolate(reduce(y), size=size, mode='bilinear',
+                                        align_corners=False))
+        return x + self.project(torch.cat(pooled, 1))
+
+
+def _with_ppm(body, return_layers, channels):
+    """The encoder body's children up to its last returned level, then a PyramidPooling
+    module named 'ppm' that becomes that level (the encoder's own keys are unchanged)."""
+    last = list(return_layers)[-1]
+    children = OrderedDict()
+    for name, child in body.named_children():
+        children[name] = child
+        if name == last:
+            break
+    children['ppm'] = PyramidPooling(channels)
+    layers = {k: v for k, v in return_layers.items() if k != last}
+    layers['ppm'] = return_layers[last]
+    return nn.Sequential(children), layers
+
+
 class ScaleBranch(nn.Module):
     """Panoptic-FPN-style light branch: p2..p5 -> quarter resolution, summed, 1x1 to outputs.
 
@@ -187,6 +240,8 @@ class SingleShotPanoptic(nn.Module):
         self.config = config
         if backbone is None:
             body, return_layers, in_channels_list = _encoder(config)
+            if config.ppm:
+                body, return_layers = _with_ppm(body, return_layers, in_channels_list[-1])
             backbone = BackboneWithFPN(
                 body, return_layers, in_channels_list, config.fpn_channels,
                 extra_blocks=LastLevelP6P7(config.fpn_channels, config.fpn_channels))
@@ -280,10 +335,11 @@ def load_encoder_weights(model, state_dict):
     """Load ImageNet encoder weights into `model.backbone.body`; returns how many loaded.
 
     Keys the encoder body does not use (e.g. MobileNetV2 block 18, ResNet's fc) are ignored;
-    a key the body has but the weights lack, or a shape mismatch, raises ValueError.
+    a key the body has but the weights lack, or a shape mismatch, raises ValueError. The
+    Pyramid Pooling Module (not part of the ImageNet network) keeps its initialisation.
     """
     body = model.backbone.body
-    wanted = body.state_dict()
+    wanted = {k: v for k, v in body.state_dict().items() if not k.startswith('ppm.')}
     used = {k: v for k, v in state_dict.items() if k in wanted}
     missing = sorted(set(wanted) - set(used))
     if missing:
@@ -292,5 +348,7 @@ def load_encoder_weights(model, state_dict):
         if value.shape != wanted[key].shape:
             raise ValueError(f'encoder weight {key}: shape {tuple(value.shape)}, '
                              f'expected {tuple(wanted[key].shape)}')
-    body.load_state_dict(used, strict=True)
+    result = body.load_state_dict(used, strict=False)
+    assert all(k.startswith('ppm.') for k in result.missing_keys) and not \
+        result.unexpected_keys, result
     return len(used)
