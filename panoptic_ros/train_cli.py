@@ -7,7 +7,10 @@
 Writes to the output folder: last.safetensors + last_state.pt (resume), best.safetensors
 (best validation PQ), history.json, curves.png (losses and validation PQ), and, when
 `export_to` is set, copies the best checkpoint there with the training record (data,
-command, time, hardware, validation scores) in its metadata. AMP runs on CUDA when
+command, time, hardware, validation scores) in its metadata. A long schedule runs as stages:
+`train.init_from: PREVIOUS.safetensors` starts a stage from the previous stage's exported
+weights (a fresh optimiser and schedule), and the export keeps every stage's record
+(`info['stages']`). AMP runs on CUDA when
 `train.amp` is true. See config/train_sim_light.yaml for every key.
 """
 
@@ -31,7 +34,7 @@ import yaml
 from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import TorchBackend
 from panoptic_ros.core.checkpoint import (
-    load_checkpoint, load_training_state, save_checkpoint, save_training_state)
+    load_checkpoint, load_training_state, read_metadata, save_checkpoint, save_training_state)
 from panoptic_ros.core.data import CocoPanopticDataset, collate
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
@@ -50,7 +53,7 @@ DEFAULTS = {
               'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1,
                                'heatmap': 200.0},
               'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu',
-              'freeze_stem': True},
+              'freeze_stem': True, 'init_from': None},
     'out': 'runs/train',
     'export_to': None,
 }
@@ -254,9 +257,15 @@ def build_data(config, run):
 
 
 def build_model(config, model_config, resume, out):
-    """The network: resumed from OUT/last.safetensors, or with pretrained encoder weights."""
+    """The network: resumed from OUT/last.safetensors; or, for a training stage, every weight
+    from the previous stage's exported checkpoint (train.init_from, same architecture); or
+    with pretrained encoder weights."""
+    init_from = config['train']['init_from']
     if resume:
         model, _ = load_checkpoint(out / 'last.safetensors', model_config)
+        model.train()
+    elif init_from:
+        model, _ = load_checkpoint(init_from, model_config)
         model.train()
     else:
         model = SingleShotPanoptic(model_config)
@@ -373,6 +382,11 @@ def export_best(config, out, progress, train_images, command):
             'training_seconds': round(history.get('seconds', 0.0), 1),
             'hardware': hardware(), 'torch': torch.__version__,
             'exported': source.name, 'validation': chosen}
+    if t['init_from']:   # a stage: the previous stages' records travel with the weights
+        previous = read_metadata(t['init_from'])['info']
+        info['stages'] = previous.get('stages', []) + [
+            {k: v for k, v in previous.items() if k != 'stages'}]
+        info['initialised_from'] = str(t['init_from'])
     save_checkpoint(config['export_to'], model, info)
     print(f'exported {source} to {config["export_to"]}')
 

@@ -31,9 +31,10 @@ from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import (
     export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
 from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from panoptic_ros.core.data import CocoPanopticDataset, collate, IGNORE, PanopticTargets
+from panoptic_ros.core.data import (
+    borderness, CocoPanopticDataset, collate, IGNORE, PanopticTargets)
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
-from panoptic_ros.core.losses import PanopticLoss
+from panoptic_ros.core.losses import lpsnet_matches, PanopticLoss
 from panoptic_ros.core.model import (
     ENCODERS, IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights,
     mobilenet_v2_imagenet_state_dict, SingleShotPanoptic)
@@ -45,6 +46,9 @@ from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 pytestmark = pytest.mark.pipeline
 
 SMALL = dict(input_size=(160, 128))
+# every optional part of the network at once (the default is the shipped light model's)
+EVERY_BRANCH = dict(encoder='efficientnet_lite0', center_heatmap=True, ppm=True,
+                    box_head='lpsnet')
 
 
 @pytest.fixture(scope='module')
@@ -202,7 +206,7 @@ def test_targets_from_rendered_frame(tiny_dataset):
     assert torch.min(torch.hypot(centres[:, 0] - cx, centres[:, 1] - cy)) < 1e-3
 
 
-@pytest.mark.parametrize('variant', [{}, dict(encoder='efficientnet_lite0', center_heatmap=True)])
+@pytest.mark.parametrize('variant', [{}, EVERY_BRANCH])
 def test_loss_decreases_when_overfitting(tiny_dataset, variant):
     torch.manual_seed(0)
     config = default_model_config(**SMALL, **variant)
@@ -232,9 +236,42 @@ def test_loss_decreases_when_overfitting(tiny_dataset, variant):
              0.1 * first['center'])
     if config.center_heatmap:
         start += 200 * first['heatmap']
+    if config.box_head == 'lpsnet':
+        start += first['borderness']
     assert last['total'] < 0.5 * start
-    for key in ('classification', 'semantic', 'center') + (('heatmap',) if variant else ()):
+    for key in ('classification', 'semantic', 'center') + \
+            (('heatmap', 'bbox_regression', 'borderness') if variant else ()):
         assert last[key] < first[key], (key, first, last)
+
+
+def test_borderness_and_mask_based_positives_from_a_hand_made_mask():
+    # A 6 x 4 rectangle (x 2..7, y 1..4) of an 8 x 6 image: at pixel (row 2, col 4), centre
+    # (4.5, 2.5): l, r = 2.5, 3.5 and t, b = 1.5, 2.5 -> sqrt(2.5/3.5 * 1.5/2.5) = 0.6547.
+    mask = np.zeros((6, 8), bool)
+    mask[1:5, 2:8] = True
+    border = borderness(mask)
+    assert border[2, 4] == pytest.approx(math.sqrt(2.5 / 3.5 * 1.5 / 2.5), abs=1e-6)
+    assert border[0].max() == 0 and border[2, 1] == 0 and border[2, 4] == border[2, 5]
+    # An L-shaped thing in a 64 x 64 image: its box (0, 0)-(32, 32), its mask the box minus
+    # the top-right 16 x 16 quarter. Locations every 8 px (p3): positives only on the mask.
+    categories = [{'id': 1, 'name': 'road', 'isthing': 0}, {'id': 5, 'name': 'car', 'isthing': 1}]
+    ids = np.full((64, 64), 1000, np.int32)
+    ids[0:32, 0:32] = 5001
+    ids[0:16, 16:32] = 1000
+    t = PanopticTargets(categories, mask_targets=True)(ids, [
+        {'id': 1000, 'category_id': 1}, {'id': 5001, 'category_id': 5}])
+    assert t['boxes'].tolist() == [[0, 0, 32, 32]]
+    side = 8.0
+    xy = torch.stack(torch.meshgrid(torch.arange(8) * side, torch.arange(8) * side,
+                                    indexing='xy'), -1).reshape(-1, 2)
+    anchors = torch.cat([xy - side / 2, xy + side / 2], 1)     # centred on the locations
+    matched = lpsnet_matches(anchors, [64], t['instance_index'], t['boxes'])
+    positive = {tuple(p) for p in xy[matched == 0].int().tolist()}
+    in_box = {(x, y) for x in range(0, 32, 8) for y in range(0, 32, 8)}
+    assert positive == in_box - {(x, y) for x in (16, 24) for y in (0, 8)}   # 12 of 16
+    assert (matched[matched != 0] == -1).all()
+    # every positive's border-ness target is the mask's, at its location
+    assert t['borderness'][8, 8] == pytest.approx(float(borderness(ids == 5001)[8, 8]))
 
 
 def test_center_targets_and_heatmap_from_a_hand_made_mask():
@@ -315,9 +352,6 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         load_checkpoint(tmp_path / 'lying.safetensors')
 
 
-EVERY_BRANCH = dict(encoder='efficientnet_lite0', center_heatmap=True, ppm=True)
-
-
 @pytest.mark.parametrize('variant', [{}, EVERY_BRANCH])
 def test_fold_onnx_and_eager_agree(tmp_path, variant):
     torch.manual_seed(2)
@@ -343,6 +377,11 @@ def test_fold_onnx_and_eager_agree(tmp_path, variant):
         [1, 3, 128, 160]
     if config.center_heatmap:
         assert reference['center_heatmap'].shape == (1, 1, 32, 40)
+    if config.box_head == 'lpsnet':   # one location per cell of p3..p7 of 128 x 160
+        locations = 16 * 20 + 8 * 10 + 4 * 5 + 2 * 3 + 1 * 2
+        assert reference['bbox_borderness'].shape == (1, locations, 1)
+        assert reference['cls_logits'].shape == (1, locations, 6)
+        assert model.anchors().shape == (locations, 4)
     backends = [TorchBackend(folded), OnnxRuntimeBackend(onnx_path, config, model.anchors())]
     for backend in backends:
         out = backend(x)
@@ -389,6 +428,28 @@ def test_training_and_inference_share_one_letterbox(tiny_dataset):
     assert (targets['semantic'][:, 128:] == IGNORE).all()
 
 
+def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
+    # One location of p3 at (64, 48) in a 160 x 128 input (scale 1): distances (l, t, r, b)
+    # normalised by the location box's side 8 -> the box; score = confidence x border-ness.
+    config = default_model_config(**SMALL, box_head='lpsnet')
+    anchors = SingleShotPanoptic(config).anchors()
+    k = int(torch.nonzero((anchors[:, 0] == 60) & (anchors[:, 1] == 44)
+                          & (anchors[:, 2] - anchors[:, 0] == 8))[0])
+    a = anchors.shape[0]
+    raw = {'cls_logits': torch.full((1, a, 6), -10.0), 'bbox_regression': torch.zeros(1, a, 4),
+           'bbox_borderness': torch.zeros(1, a, 1), 'sem_logits': torch.zeros(1, 10, 32, 40),
+           'center_offsets': torch.zeros(1, 2, 32, 40)}
+    raw['cls_logits'][0, k, 1] = 2.0
+    raw['bbox_regression'][0, k] = torch.tensor([1.0, 0.5, 2.0, 3.0])   # x 8 px
+    decoder = Decoder(anchors, config.thing_channels, DecodeConfig(score_threshold=0.3),
+                      box_head='lpsnet')
+    net = decoder(raw, 1.0, (128, 160))
+    assert net.boxes.tolist() == [[56.0, 44.0, 80.0, 72.0]]
+    sigmoid = 1 / (1 + math.exp(-2.0))
+    assert net.scores.tolist() == pytest.approx([sigmoid * 0.5])      # border-ness logit 0
+    assert net.classes.tolist() == [config.thing_channels[1]]
+
+
 def test_inference_imports_neither_training_data_nor_the_simulator():
     code = ('import sys, panoptic_ros.core.perception; '
             'print(sorted(m for m in sys.modules if m.startswith("panoptic_ros.core.")))')
@@ -423,8 +484,9 @@ def test_letterbox_and_decode_to_camera_pixels():
     assert torch.allclose(net.center_offsets, torch.full((2, 45, 80), 16.0))   # 4 / 0.25 px
 
 
-def test_frame_pipeline_on_rendered_frame(tiny_dataset):
-    config = default_model_config(**SMALL)
+@pytest.mark.parametrize('variant', [{}, EVERY_BRANCH])
+def test_frame_pipeline_on_rendered_frame(tiny_dataset, variant):
+    config = default_model_config(**SMALL, **variant)
     model = SingleShotPanoptic(config)
     pipeline = FramePipeline(TorchBackend(model),
                              DecodeConfig(score_threshold=0.0, max_detections=20))
@@ -435,6 +497,7 @@ def test_frame_pipeline_on_rendered_frame(tiny_dataset):
     assert result.panoptic.panoptic.dtype == torch.int32
     assert result.network.boxes.shape[0] == 20     # threshold 0: the top 20 after NMS
     assert set(result.timings) == {'preprocess', 'network', 'decode', 'head'}
+    assert (result.network.center_heatmap is not None) == config.center_heatmap
 
 
 @pytest.mark.parametrize('size', [(240, 320), (480, 640)])   # letterbox as is / resized
@@ -524,6 +587,16 @@ def test_training_cli_resume_curves_export(tiny_dataset, tmp_path):
     assert meta['info']['hardware']
     with pytest.raises(ValueError, match='unknown keys in train'):
         main(['--config', str(cfg), '--set', 'train.epoch=3'])
+    # A second stage starts from the first stage's exported weights and records it.
+    stage1 = tmp_path / 'run' / 'exported.safetensors'
+    main(['--config', str(cfg), '--out', str(tmp_path / 'stage2'), '--set',
+          f'train.init_from={stage1}', '--set', f'export_to={tmp_path / "stage2.safetensors"}'])
+    state2 = torch.load(tmp_path / 'stage2' / 'last_state.pt', weights_only=True)
+    assert state2['step'] == 3 and state2['history']['val'][0]['epoch'] == 1
+    _, meta2 = load_checkpoint(tmp_path / 'stage2.safetensors')
+    assert meta2['info']['initialised_from'] == str(stage1)
+    assert [s['iterations'] for s in meta2['info']['stages']] == [6]
+    assert meta2['info']['stages'][0]['command'] == meta['info']['command']
 
 
 def test_ddp_two_processes_with_torchrun(tiny_dataset, tmp_path):

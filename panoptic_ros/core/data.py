@@ -32,10 +32,12 @@ class PanopticTargets:
     categories: the dataset's (their order is the semantic-channel order); center_target:
     'box' (offsets to the box centre, Weber et al.) or 'mass' (to the centre of mass,
     Panoptic-DeepLab); heatmap_sigma: None, or the sigma in input pixels of the center
-    heatmap's Gaussians (centred where the offsets point).
+    heatmap's Gaussians (centred where the offsets point); mask_targets: also the per-pixel
+    maps LPSNet's box head trains on (instance_index, borderness).
     """
 
-    def __init__(self, categories, min_box_side=2.0, center_target='box', heatmap_sigma=None):
+    def __init__(self, categories, min_box_side=2.0, center_target='box', heatmap_sigma=None,
+                 mask_targets=False):
         self.channel = {c['id']: k for k, c in enumerate(categories)}
         things = [c['id'] for c in categories if c['isthing']]
         self.thing_index = {cid: k for k, cid in enumerate(things)}
@@ -44,13 +46,14 @@ class PanopticTargets:
             raise ValueError(f"center_target must be 'box' or 'mass', got {center_target!r}")
         self.center_target = center_target
         self.heatmap_sigma = heatmap_sigma
+        self.mask_targets = mask_targets
 
     @classmethod
     def for_model(cls, categories, model_config):
         """The targets a model of `model_config` trains on."""
         return cls(categories, center_target=model_config.center_target,
                    heatmap_sigma=model_config.heatmap_sigma if model_config.center_heatmap
-                   else None)
+                   else None, mask_targets=model_config.box_head == 'lpsnet')
 
     def __call__(self, ids, segments):
         """ids: int [H, W] segment ids (0 = void); segments: [{'id', 'category_id', 'iscrowd'}].
@@ -60,7 +63,10 @@ class PanopticTargets:
         center_offsets float [2, H/4, W/4] (dx, dy to the box centre in 1/4-res pixels) and
         center_weights float [H/4, W/4] (1 on thing pixels); with heatmap_sigma also
         center_heatmap float [1, H/4, W/4]: per pixel the largest of the instances' Gaussians
-        exp(-d^2 / (2 sigma^2)), d the distance to the centre, 1 at each centre.
+        exp(-d^2 / (2 sigma^2)), d the distance to the centre, 1 at each centre; with
+        mask_targets also instance_index int64 [H, W] (the index into boxes of the instance
+        a pixel belongs to, -1 elsewhere) and borderness float [H, W] (LPSNet's target,
+        see `borderness`).
         """
         height, width = ids.shape
         semantic = np.full((height, width), IGNORE, np.int64)
@@ -75,6 +81,8 @@ class PanopticTargets:
         gx = (np.arange(qw) + 0.5)[None, :]
         gy = (np.arange(qh) + 0.5)[:, None]
         heatmap = np.zeros((qh, qw), np.float32)
+        instance_index = np.full((height, width), -1, np.int64)
+        borderness_map = np.zeros((height, width), np.float32)
         for seg in segments:
             if seg.get('iscrowd', 0) or seg['category_id'] not in self.channel:
                 continue
@@ -88,6 +96,9 @@ class PanopticTargets:
             box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             if box[2] - box[0] < self.min_box_side or box[3] - box[1] < self.min_box_side:
                 continue
+            if self.mask_targets:
+                instance_index[mask] = len(boxes)
+                borderness_map[mask] = borderness(mask)[mask]
             boxes.append(box)
             labels.append(self.thing_index[seg['category_id']])
             if self.center_target == 'box':
@@ -112,7 +123,29 @@ class PanopticTargets:
         }
         if self.heatmap_sigma is not None:
             targets['center_heatmap'] = torch.from_numpy(heatmap)[None]
+        if self.mask_targets:
+            targets['instance_index'] = torch.from_numpy(instance_index)
+            targets['borderness'] = torch.from_numpy(borderness_map)
         return targets
+
+
+def borderness(mask):
+    """LPSNet's border-ness target of every pixel of a mask (section 3.2, equation 1):
+    sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)), with l, r the distances from the
+    pixel's centre to the left and right edges of the mask in its row and t, b to the top and
+    bottom edges in its column (pixels). 1 at the centre of a rectangle, towards 0 at its
+    border. mask: bool [H, W]; returns float32 [H, W], 0 outside the mask."""
+    h, w = mask.shape
+    cols, rows = np.arange(w), np.arange(h)
+    any_row, any_col = mask.any(1), mask.any(0)
+    left = np.where(any_row, mask.argmax(1), 0)[:, None]               # first mask column
+    right = np.where(any_row, w - mask[:, ::-1].argmax(1), 0)[:, None]  # after the last
+    top = np.where(any_col, mask.argmax(0), 0)[None, :]
+    bottom = np.where(any_col, h - mask[::-1].argmax(0), 0)[None, :]
+    x, y = cols[None, :] + 0.5, rows[:, None] + 0.5
+    lr = np.minimum(x - left, right - x) / np.maximum(np.maximum(x - left, right - x), 1e-6)
+    tb = np.minimum(y - top, bottom - y) / np.maximum(np.maximum(y - top, bottom - y), 1e-6)
+    return np.where(mask, np.sqrt(np.clip(lr * tb, 0, 1)), 0).astype(np.float32)
 
 
 class CocoPanopticDataset(torch.utils.data.Dataset):

@@ -76,14 +76,18 @@ class Preprocessor:
 
 
 class Decoder:
-    """Raw network outputs -> NetworkOutput in camera pixels (RetinaNet post-processing)."""
+    """Raw network outputs -> NetworkOutput in camera pixels (RetinaNet post-processing; for
+    LPSNet's box head the class confidence times the predicted border-ness is the score, and
+    the boxes are distances from the locations, as LPSNet section 3.2 decodes them)."""
 
-    def __init__(self, anchors, thing_channels, config=DecodeConfig()):
+    def __init__(self, anchors, thing_channels, config=DecodeConfig(), box_head='retinanet'):
         self.anchors = anchors                      # [A, 4] model-input pixels
         self.thing_channels = torch.as_tensor(thing_channels, dtype=torch.int64,
                                               device=anchors.device)
         self.config = config
-        self.box_coder = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+        self.box_head = box_head
+        self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True) \
+            if box_head == 'lpsnet' else det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 
     def __call__(self, raw, scale, image_size):
         """raw: backend outputs (batch 1); scale: letterbox scale; image_size: (h, w)."""
@@ -91,14 +95,19 @@ class Decoder:
         h, w = image_size
         num_classes = raw['cls_logits'].shape[-1]
         # candidates: every (anchor, class) above the threshold, best topk of them
-        scores = torch.sigmoid(raw['cls_logits'][0].float()).flatten()
+        scores = torch.sigmoid(raw['cls_logits'][0].float())
+        if self.box_head == 'lpsnet':   # border-ness x confidence, before NMS
+            scores = scores * torch.sigmoid(raw['bbox_borderness'][0].float())
+        scores = scores.flatten()
         keep = torch.nonzero(scores > cfg.score_threshold).squeeze(1)
         if keep.numel() > cfg.topk_candidates:
             keep = keep[scores[keep].topk(cfg.topk_candidates).indices]
         scores = scores[keep]
         anchor_idx, labels = keep // num_classes, keep % num_classes
         deltas = raw['bbox_regression'][0].float()[anchor_idx]
-        boxes = self.box_coder.decode_single(deltas, self.anchors[anchor_idx])
+        boxes = self.box_coder.decode(deltas[None], self.anchors[anchor_idx][None])[0] \
+            if self.box_head == 'lpsnet' else \
+            self.box_coder.decode_single(deltas, self.anchors[anchor_idx])
         # into camera pixels, clipped to the image
         boxes = clip_boxes_to_image(boxes / scale, (h, w))
         keep = batched_nms(boxes, scores, labels, cfg.nms_iou)[:cfg.max_detections]
@@ -173,7 +182,7 @@ class FramePipeline:
         self.preprocess = preprocess or Preprocessor(mc.input_size, mc.mean, mc.std,
                                                      self.device, backend.input_dtype)
         self.decode = decode or Decoder(backend.anchors.to(self.device), mc.thing_channels,
-                                        decode_config)
+                                        decode_config, mc.box_head)
         self.head = head or PanopticHead(mc.is_thing, head_config).to(self.device)
         self.max_detections = decode_config.max_detections
         self.upsample = upsample

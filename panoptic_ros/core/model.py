@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torchvision.models import mobilenet_v2, resnet50
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -38,6 +39,7 @@ FPN_LEVELS = ('p2', 'p3', 'p4', 'p5', 'p6', 'p7')
 STRIDES = {'p2': 4, 'p3': 8, 'p4': 16, 'p5': 32, 'p6': 64, 'p7': 128}
 OUTPUT_STRIDE = STRIDES['p2']   # semantic and center outputs are at 1/4 of the network input
 CENTER_TARGETS = ('box', 'mass')
+BOX_HEADS = ('retinanet', 'lpsnet')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -64,6 +66,10 @@ class ModelConfig:
     center_branch: bool = True
     # LPSNet's Pyramid Pooling Module on the encoder's last level (section 3.1).
     ppm: bool = False
+    # Detection branch: 'retinanet' (Weber et al.: anchors, focal + smooth L1) or 'lpsnet'
+    # (LPSNet section 3.2: anchor-free FCOS-style per-location box with border-ness, positives
+    # on the ground-truth masks).
+    box_head: str = 'retinanet'
     # Panoptic-DeepLab's class-agnostic center heatmap, a third output of the center branch.
     center_heatmap: bool = False
     # Where offsets (and the heatmap's peaks) point: 'box' = the box centre (Weber et al.;
@@ -78,6 +84,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f'encoder {self.encoder!r} is not one of {ENCODERS}')
+        if self.box_head not in BOX_HEADS:
+            raise ValueError(f'box_head {self.box_head!r} is not one of {BOX_HEADS}')
         if self.center_target not in CENTER_TARGETS:
             raise ValueError(f'center_target {self.center_target!r} is not one of '
                              f'{CENTER_TARGETS}')
@@ -121,6 +129,7 @@ class ModelConfig:
 def output_names(config):
     """The raw outputs a model of `config` produces, in order (backends, ONNX)."""
     names = ('sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression')
+    names += ('bbox_borderness',) if config.box_head == 'lpsnet' else ()
     return names + (('center_heatmap',) if config.center_heatmap else ())
 
 
@@ -230,7 +239,8 @@ class SingleShotPanoptic(nn.Module):
     forward(images [B, 3, H, W] normalised, H x W = config.input_size[::-1]) -> dict:
       sem_logits [B, C, H/4, W/4], center_offsets [B, 2, H/4, W/4] (zeros without the
       center branch), cls_logits [B, A, T], bbox_regression [B, A, 4] (BoxCoder deltas of the
-      anchors from `anchors()`), and with config.center_heatmap center_heatmap
+      anchors from `anchors()`; with box_head 'lpsnet' BoxLinearCoder deltas of the location
+      boxes and bbox_borderness [B, A, 1] logits), and with config.center_heatmap center_heatmap
       [B, 1, H/4, W/4] (regressed to a Gaussian of peak 1 at each instance's centre).
     """
 
@@ -246,9 +256,13 @@ class SingleShotPanoptic(nn.Module):
                 body, return_layers, in_channels_list, config.fpn_channels,
                 extra_blocks=LastLevelP6P7(config.fpn_channels, config.fpn_channels))
         self.backbone = backbone
-        num_anchors = len(config.anchor_scales) * len(config.anchor_ratios)
-        if det_head is None:
-            det_head = RetinaNetHead(config.fpn_channels, num_anchors, len(config.thing_channels))
+        num_things = len(config.thing_channels)
+        if det_head is None and config.box_head == 'lpsnet':
+            # torchvision's FCOS head; its center-ness output is trained as border-ness
+            det_head = FCOSHead(config.fpn_channels, 1, num_things, config.detection_convs)
+        elif det_head is None:
+            num_anchors = len(config.anchor_scales) * len(config.anchor_ratios)
+            det_head = RetinaNetHead(config.fpn_channels, num_anchors, num_things)
             for sub in (det_head.classification_head, det_head.regression_head):
                 sub.conv = sub.conv[:config.detection_convs]
             det_head.regression_head._loss_type = 'smooth_l1'   # the paper's box loss
@@ -259,10 +273,15 @@ class SingleShotPanoptic(nn.Module):
             center_branch = ScaleBranch(config.fpn_channels, config.branch_channels // 2,
                                         3 if config.center_heatmap else 2)
         self.center_branch = center_branch
-        self.anchor_generator = AnchorGenerator(
-            tuple(tuple(config.anchor_size * STRIDES[lvl] * s for s in config.anchor_scales)
-                  for lvl in config.detection_levels),
-            (tuple(config.anchor_ratios),) * len(config.detection_levels))
+        if config.box_head == 'lpsnet':   # one location box per cell, side = the stride
+            self.anchor_generator = AnchorGenerator(
+                tuple((float(STRIDES[lvl]),) for lvl in config.detection_levels),
+                ((1.0,),) * len(config.detection_levels))
+        else:
+            self.anchor_generator = AnchorGenerator(
+                tuple(tuple(config.anchor_size * STRIDES[lvl] * s for s in config.anchor_scales)
+                      for lvl in config.detection_levels),
+                (tuple(config.anchor_ratios),) * len(config.detection_levels))
 
     def forward(self, images):
         # backbone: encoder + FPN -> p2..p7
@@ -279,6 +298,8 @@ class SingleShotPanoptic(nn.Module):
         det = self.det_head([pyramid[lvl] for lvl in self.config.detection_levels])
         out = OrderedDict(sem_logits=sem_logits, center_offsets=center[:, :2],
                           cls_logits=det['cls_logits'], bbox_regression=det['bbox_regression'])
+        if self.config.box_head == 'lpsnet':
+            out['bbox_borderness'] = det['bbox_ctrness']
         if self.config.center_heatmap:
             out['center_heatmap'] = center[:, 2:3]
         return out
