@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Pr
 from panoptic_ros.core.losses import lpsnet_matches, PanopticLoss
 from panoptic_ros.core.model import (
     ENCODERS, IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights,
-    mobilenet_v2_imagenet_state_dict, SingleShotPanoptic)
+    mobilenet_v2_imagenet_state_dict, output_names, SingleShotPanoptic)
 from panoptic_ros.core.sim.taxonomy import default_model_config
 from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
 from panoptic_ros.sim_cli import export
@@ -597,6 +598,17 @@ def test_training_cli_resume_curves_export(tiny_dataset, tmp_path):
     assert meta2['info']['initialised_from'] == str(stage1)
     assert [s['iterations'] for s in meta2['info']['stages']] == [6]
     assert meta2['info']['stages'][0]['command'] == meta['info']['command']
+
+
+@pytest.mark.parametrize('name', ['train_sim_light.yaml', 'train_sim_branches.yaml'])
+def test_shipped_training_configs_build_their_networks(name):
+    from panoptic_ros.train_cli import load_config, model_config_from
+    config = load_config(Path(__file__).parents[1] / 'config' / name)
+    categories = [{'id': 1, 'name': 'road', 'isthing': 0}, {'id': 5, 'name': 'car', 'isthing': 1}]
+    model = SingleShotPanoptic(model_config_from(config, categories))
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 240, 320))
+    assert set(out) == set(output_names(model.config))
 
 
 def test_ddp_two_processes_with_torchrun(tiny_dataset, tmp_path):

@@ -272,6 +272,10 @@ class SingleShotPanoptic(nn.Module):
         if center_branch is None and config.center_branch:
             center_branch = ScaleBranch(config.fpn_channels, config.branch_channels // 2,
                                         3 if config.center_heatmap else 2)
+            if config.center_heatmap:   # start at 0: the 200-weighted MSE starts small
+                with torch.no_grad():
+                    center_branch.predictor.weight[2:].zero_()
+                    center_branch.predictor.bias[2:].zero_()
         self.center_branch = center_branch
         if config.box_head == 'lpsnet':   # one location box per cell, side = the stride
             self.anchor_generator = AnchorGenerator(
