@@ -42,7 +42,7 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', type=Path,
-                        default=Path('benchmarks/results/architectures_cpu.md'))
+                        default=Path(__file__).parent / 'results' / 'architectures_cpu.md')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     machine = machine_description()
