@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from panoptic_ros.core.model import OUTPUT_STRIDE
+from panoptic_ros.core.model import CENTER_TARGETS, OUTPUT_STRIDE
 from panoptic_ros.core.sim.coco import read_panoptic_png
 from panoptic_ros.core.transform import Letterbox
 
@@ -42,8 +42,9 @@ class PanopticTargets:
         things = [c['id'] for c in categories if c['isthing']]
         self.thing_index = {cid: k for k, cid in enumerate(things)}
         self.min_box_side = min_box_side
-        if center_target not in ('box', 'mass'):
-            raise ValueError(f"center_target must be 'box' or 'mass', got {center_target!r}")
+        if center_target not in CENTER_TARGETS:
+            raise ValueError(f'center_target must be one of {CENTER_TARGETS}, got '
+                             f'{center_target!r}')
         self.center_target = center_target
         self.heatmap_sigma = heatmap_sigma
         self.mask_targets = mask_targets
@@ -96,9 +97,10 @@ class PanopticTargets:
             box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             if box[2] - box[0] < self.min_box_side or box[3] - box[1] < self.min_box_side:
                 continue
-            if self.mask_targets:
+            if self.mask_targets:   # the box's window holds the whole mask
                 instance_index[mask] = len(boxes)
-                borderness_map[mask] = borderness(mask)[mask]
+                window = (slice(box[1], box[3]), slice(box[0], box[2]))
+                borderness_map[window][mask[window]] = borderness(mask[window])[mask[window]]
             boxes.append(box)
             labels.append(self.thing_index[seg['category_id']])
             if self.center_target == 'box':
