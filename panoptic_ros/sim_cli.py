@@ -1,7 +1,11 @@
 """panoptic-ros-sim: export simulated datasets in COCO panoptic format.
 
   panoptic-ros-sim export --out DIR --split train --num N --seed S [--width 640 --height 480]
-                          [--workers 2] [--no-progress]
+                          [--workers 2] [--no-progress] [--set FIELD=VALUE ...]
+                   --set overrides a SimConfig range (panoptic_ros/core/sim/world.py), e.g. a
+                   crowded split seen from a low, level camera:
+                   --set camera_height=[0.3,0.6] --set camera_pitch_deg=[0,5]
+                   --set crowd_probability=1.0
   panoptic-ros-sim preview --seed S --out FILE.png   one frame: RGB | panoptic | occupancy
   panoptic-ros-sim sequence --out DIR --frames N [--seed S --fps 10 --speed 1.0]
                    a robot driving through one scene, rendered once for replay
@@ -32,6 +36,7 @@ import time
 import cv2
 import numpy as np
 from tqdm import tqdm
+import yaml
 
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.machine import cpu_model
@@ -86,7 +91,8 @@ def export(out, split, num, seed, config=SimConfig(), workers=2, progress=True):
                             desc=f'{split}', unit='img'))
     seconds = time.perf_counter() - start
     (out / 'annotations' / f'panoptic_{split}.json').write_text(json.dumps({
-        'info': {'description': f'panoptic_ros simulated world, split {split}, seed {seed}'},
+        'info': {'description': f'panoptic_ros simulated world, split {split}, seed {seed}',
+                 'sim_config': dataclasses.asdict(config)},
         'images': [image for image, _ in results],
         'annotations': [ann for _, ann in results],
         'categories': coco_categories(),
@@ -149,6 +155,21 @@ def footprint_priors(seeds, workers=2):
     return '\n'.join(lines) + '\n'
 
 
+def sim_config(width, height, overrides=()):
+    """SimConfig of the given size with 'field=value' overrides (YAML values, lists as
+    tuples); ValueError on an unknown field or a malformed override."""
+    fields = {f.name for f in dataclasses.fields(SimConfig)}
+    values = {'width': width, 'height': height}
+    for item in overrides:
+        name, sep, text = item.partition('=')
+        if not sep or name not in fields:
+            raise ValueError(f'--set {item!r}: expected FIELD=VALUE with FIELD one of '
+                             f'{sorted(fields)}')
+        value = yaml.safe_load(text)
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return SimConfig(**values)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='panoptic-ros-sim', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
@@ -161,6 +182,8 @@ def main(argv=None):
     ex.add_argument('--height', type=int, default=480)
     ex.add_argument('--workers', type=int, default=2)
     ex.add_argument('--no-progress', action='store_true', help='no progress bar')
+    ex.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                    help='override a SimConfig field (YAML value; lists become ranges)')
     pv = commands.add_parser('preview', help='picture of one frame with its ground truth')
     pv.add_argument('--seed', type=int, default=0)
     pv.add_argument('--out', type=Path, required=True)
@@ -206,7 +229,10 @@ def main(argv=None):
         return
     if args.num < 1 or args.workers < 1:
         parser.error('--num and --workers must be >= 1')
-    config = SimConfig(width=args.width, height=args.height)
+    try:
+        config = sim_config(args.width, args.height, args.set)
+    except ValueError as error:
+        parser.error(str(error))
     seconds, rate = export(args.out, args.split, args.num, args.seed, config, args.workers,
                            progress=not args.no_progress)
     print(f'wrote {args.num} images of split {args.split} to {args.out} in {seconds:.1f} s '

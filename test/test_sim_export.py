@@ -14,7 +14,8 @@ import pytest
 
 from panoptic_ros.core.sim.coco import rgb_to_id
 from panoptic_ros.core.sim.taxonomy import CLASSES
-from panoptic_ros.sim_cli import main
+from panoptic_ros.core.sim.world import SimConfig
+from panoptic_ros.sim_cli import main, sim_config
 
 pytestmark = pytest.mark.pipeline
 
@@ -67,3 +68,20 @@ def test_preview_writes_picture(tmp_path, capsys):
     picture = cv2.imread(str(tmp_path / 'p.png'))
     assert picture.shape == (480, 2 * 640 + 480, 3)
     assert 'road:1000' in capsys.readouterr().out
+
+
+def test_set_overrides_the_sim_config_and_is_recorded(tmp_path, capsys):
+    config = sim_config(320, 240, ['camera_height=[0.3, 0.6]', 'crowd_probability=1.0'])
+    assert (config.width, config.height) == (320, 240)
+    assert config.camera_height == (0.3, 0.6) and config.crowd_probability == 1.0
+    assert config.camera_pitch_deg == SimConfig().camera_pitch_deg
+    for bad in (['camera_hieght=[0, 1]'], ['crowd_probability']):
+        with pytest.raises(ValueError, match='FIELD=VALUE'):
+            sim_config(320, 240, bad)
+    with pytest.raises(SystemExit):
+        main(['export', '--out', str(tmp_path / 'x'), *ARGS, '--set', 'nope=1'])
+    main(['export', '--out', str(tmp_path / 'c'), *ARGS, '--set', 'camera_pitch_deg=[0, 5]',
+          '--workers', '1'])
+    annotations, _ = read(tmp_path / 'c')
+    assert annotations['info']['sim_config']['camera_pitch_deg'] == [0, 5]
+    assert annotations['info']['sim_config']['width'] == 160
