@@ -42,6 +42,17 @@ def make_inputs(height, width, device, max_detections=100, seed=0):
     return [t.to(device) for t in (sem_logits, offsets, boxes, scores, classes, valid)]
 
 
+def make_heatmap(height, width, device, max_detections=100, seed=0):
+    """A center heatmap [1, h, w] with one peak per detection (center_grouping's input)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    h, w = height // 4, width // 4
+    heatmap = torch.rand(1, h, w, generator=gen) * 0.05
+    rows = torch.randint(0, h, (max_detections,), generator=gen)
+    cols = torch.randint(0, w, (max_detections,), generator=gen)
+    heatmap[0, rows, cols] = 0.5 + 0.5 * torch.rand(max_detections, generator=gen)
+    return heatmap.to(device)
+
+
 def time_head(fn, device, repeats, warmup=3):
     for _ in range(warmup):
         fn()
@@ -83,6 +94,7 @@ def main():
         for resolution, upsample in modes:
             for detections in args.detections:
                 inputs = make_inputs(height, width, args.device, detections)
+                heatmap = make_heatmap(height, width, args.device, detections)
                 for policy, form in [(p, f) for p in POLICIES for f in args.forms]:
                     head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy), form)
                     head = head.to(args.device)
@@ -93,7 +105,7 @@ def main():
                     def run():
                         with torch.inference_mode():
                             return forward(*inputs, image_size=(height, width),
-                                           upsample=upsample)
+                                           upsample=upsample, center_heatmap=heatmap)
 
                     p50, p95 = time_head(run, args.device, args.repeats)
                     row = f'| {height} x {width} | {resolution} | {detections} | {policy} | ' \

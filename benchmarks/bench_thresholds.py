@@ -7,7 +7,7 @@ SQ, RQ, PQ_th, PQ_st and box AP per threshold on one split with one backend, so 
 default can be set from numbers. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_thresholds.py --model MODEL [--thresholds 0.2 0.3 0.4]
-           [--backend onnxruntime] [--val-root data/sim320 --val-split val] [--limit N]
+           [--backend onnxruntime] [--policy highest_confidence] [--val-root data/sim320 --val-split val] [--limit N]
            [--out benchmarks/results/thresholds_cpu.md]
 """
 
@@ -21,6 +21,7 @@ import torch
 from common import machine_description, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.head import PanopticHeadConfig, POLICIES
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.settings import default_model_path
@@ -31,6 +32,8 @@ def main():
     parser.add_argument('--model', type=Path, default=default_model_path())
     parser.add_argument('--thresholds', type=float, nargs='+', default=[0.2, 0.3, 0.4])
     parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--policy', default=PanopticHeadConfig().policy, choices=POLICIES,
+                        help='panoptic head overlap policy')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--val-root', type=Path, default=Path('data/sim320'))
     parser.add_argument('--val-split', default='val')
@@ -42,7 +45,7 @@ def main():
     model, _ = load_checkpoint(args.model)
     backend = make_backend(args.backend, copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
                            threads=args.threads)
-    pipeline = FramePipeline(backend)
+    pipeline = FramePipeline(backend, head_config=PanopticHeadConfig(policy=args.policy))
     rows = []
     for threshold in args.thresholds:
         swept = pipeline.reconfigured(DecodeConfig(score_threshold=threshold),

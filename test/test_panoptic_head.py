@@ -4,7 +4,9 @@ Verifies: exact agreement with a loop-based numpy reference (test/panoptic_head_
 on 200 random inputs per policy (random and quantised logits with ties, overlapping and
 duplicate boxes, padding, no detections, all-stuff images, unknowns on and off, stuff and
 instance removal); the paper's cases (three overlapping cars, a false detection corrected by
-the semantic branch, unknowns, closest-center borders following the objects); output
+the semantic branch, unknowns, closest-center borders following the objects); Panoptic-
+DeepLab's center grouping on hand-made blobs (two instances, a class by majority, scores by
+hand, no detection read, refused for a model without the heatmap); output
 resolution options; input contract errors. Runs on the CPU; the CUDA variants run when a GPU
 is present. Does not verify speed (benchmarks/bench_panoptic_head.py).
 """
@@ -15,11 +17,17 @@ import torch
 
 from panoptic_ros.core.head import (
     FORMS, POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
+from panoptic_ros.core.head.policies import REGISTRY
+from panoptic_ros.core.inference import check_policy_inputs
+from panoptic_ros.core.model import ModelConfig
 from panoptic_head_reference import reference_head
 
 pytestmark = pytest.mark.pure
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+# Policies that resolve the detections' overlaps (the numpy oracle's); center_grouping makes
+# its own instances and has its own cases below.
+BOX_POLICIES = [name for name in POLICIES if not REGISTRY[name].makes_detections]
 
 
 def random_case(rng, num_detections=None):
@@ -80,7 +88,7 @@ def assert_matches_reference(case, out, **config):
 
 
 @pytest.mark.parametrize('form', FORMS)
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_matches_reference_on_random_inputs(policy, form):
     rng = np.random.default_rng(list(POLICIES).index(policy))
     for trial in range(200):
@@ -97,7 +105,7 @@ def test_matches_reference_on_random_inputs(policy, form):
 
 
 @pytest.mark.parametrize('form', FORMS)
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_matches_reference_with_many_detections(policy, form):
     """More than 62 detection slots: the bit sets of the rank policies span several words."""
     rng = np.random.default_rng(200 + list(POLICIES).index(policy))
@@ -112,7 +120,7 @@ def test_matches_reference_with_many_detections(policy, form):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_cuda_matches_cpu(policy):
     rng = np.random.default_rng(100 + list(POLICIES).index(policy))
     for _ in range(50):
@@ -145,7 +153,7 @@ def head_inputs(logits, boxes, scores, classes, offsets=None, max_detections=8):
     return (torch.from_numpy(logits), torch.from_numpy(offsets), boxes, scores, classes, valid)
 
 
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_three_overlapping_cars_give_three_instances(policy):
     logits = scene()
     logits[CAR, 10:30, 5:25] = 3.0
@@ -166,7 +174,7 @@ def test_three_overlapping_cars_give_three_instances(policy):
     assert (out.panoptic.numpy()[~car] == (ROAD + 1) * 1000).all()
 
 
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_false_detection_is_corrected_by_semantics(policy):
     logits = scene()
     logits[CAR, 5:20, 5:20] = 3.0          # a real car
@@ -179,7 +187,7 @@ def test_false_detection_is_corrected_by_semantics(policy):
     assert (out.panoptic.numpy()[10:30, 30:50] == (ROAD + 1) * 1000).all()
 
 
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_thing_pixels_outside_boxes_are_void_with_unknowns(policy):
     logits = scene()
     logits[CAR, 5:15, 5:15] = 3.0          # detected
@@ -288,7 +296,7 @@ def test_contract_errors_name_the_problem():
         PanopticHead([True, True])
 
 
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_fast_form_equals_reference_form(policy):
     rng = np.random.default_rng(300 + list(POLICIES).index(policy))
     for _ in range(100):
@@ -304,7 +312,7 @@ def test_fast_form_equals_reference_form(policy):
 
 
 @pytest.mark.parametrize('form', FORMS)
-@pytest.mark.parametrize('policy', POLICIES)
+@pytest.mark.parametrize('policy', BOX_POLICIES)
 def test_a_thing_wins_an_exact_tie_with_stuff_everywhere(policy, form):
     # 1 x 2 image, every logit 1, channel 0 a thing, channel 1 stuff; a box of channel 0
     # covers the left pixel only: the left pixel is the detection, the right one an
@@ -329,3 +337,81 @@ def test_label_divisor_must_exceed_the_detection_slots():
     with pytest.raises(ValueError, match='label_divisor 2 must exceed the 3 detection slots'):
         run_head(case, label_divisor=2)
     run_head(case, label_divisor=4)   # above the slot count: accepted
+
+
+def two_blobs():
+    """Stuff channel 0, thing channels 1 and 2 on an 8 x 12 grid of 1-px cells: blob A (rows
+    1-3, cols 1-3) of class 1; blob B (rows 4-6, cols 7-10) of class 1 except 4 pixels that
+    say class 2; ideal offsets to each blob's centre; heatmap peaks at both centres."""
+    h, w = 8, 12
+    logits = torch.zeros(3, h, w)
+    logits[0] = 1.0
+    logits[1, 1:4, 1:4] = 3.0
+    logits[1, 4:7, 7:11] = 3.0
+    logits[2, 5:7, 7:9] = 4.0
+    heatmap = torch.zeros(1, h, w)
+    heatmap[0, 2, 2], heatmap[0, 5, 9] = 0.9, 0.8
+    x, y = torch.arange(w) + 0.5, torch.arange(h) + 0.5
+    offsets = torch.zeros(2, h, w)
+    for r0, r1, c0, c1, cy, cx in [(1, 4, 1, 4, 2.5, 2.5), (4, 7, 7, 11, 5.5, 9.5)]:
+        offsets[0, r0:r1, c0:c1] = cx - x[c0:c1]
+        offsets[1, r0:r1, c0:c1] = (cy - y[r0:r1])[:, None]
+    return logits, offsets, heatmap
+
+
+def test_center_grouping_two_blobs_and_a_majority_class():
+    logits, offsets, heatmap = two_blobs()
+    # The detection branch off: only padding (any boxes would be ignored anyway).
+    detections = pad_detections(torch.zeros(0, 4), torch.zeros(0),
+                                torch.zeros(0, dtype=torch.int64), 10)
+    head = PanopticHead([False, True, True], PanopticHeadConfig(policy='center_grouping',
+                                                                stuff_area_fraction=0.0))
+    out = head(logits, offsets, *detections, center_heatmap=heatmap)
+    things = [s for s in out.segments() if s['is_thing']]
+    assert [(s['category_id'], s['area'], s['box']) for s in things] == [
+        (2, 9, [1.0, 1.0, 4.0, 4.0]), (2, 12, [7.0, 4.0, 11.0, 7.0])]   # B: 8 of 12 say 2
+    panoptic = out.panoptic
+    assert (panoptic[1:4, 1:4] == things[0]['segment_id']).all()
+    assert (panoptic[4:7, 7:11] == things[1]['segment_id']).all()
+    assert ((panoptic // 1000) == 1).sum() == 8 * 12 - 9 - 12
+    # Scores: peak x mean probability of the voted class over the instance's pixels.
+    p_a = torch.softmax(torch.tensor([1.0, 3.0, 0.0]), 0)[1]
+    p_b = torch.softmax(torch.tensor([1.0, 3.0, 4.0]), 0)[1]
+    assert things[0]['score'] == pytest.approx(0.9 * float(p_a), rel=1e-5)
+    assert things[1]['score'] == pytest.approx(0.8 * float(8 * p_a + 4 * p_b) / 12, rel=1e-5)
+
+
+def test_center_grouping_keypoint_nms_and_threshold():
+    logits, offsets, heatmap = two_blobs()
+    detections = pad_detections(torch.zeros(0, 4), torch.zeros(0),
+                                torch.zeros(0, dtype=torch.int64), 10)
+    # A weaker maximum next to A's peak is suppressed by the 3-cell window; B's peak below the
+    # threshold leaves B's pixels to A's centre (the only one left), and nothing is void.
+    heatmap[0, 2, 3] = 0.85
+    heatmap[0, 5, 9] = 0.05
+    head = PanopticHead([False, True, True], PanopticHeadConfig(policy='center_grouping',
+                                                                stuff_area_fraction=0.0))
+    things = [s for s in head(logits, offsets, *detections, center_heatmap=heatmap).segments()
+              if s['is_thing']]
+    assert [(s['area'], s['box']) for s in things] == [(21, [1.0, 1.0, 11.0, 7.0])]
+    # No centre at all: thing pixels are unknowns (void), stuff stays.
+    out = head(logits, offsets, *detections, center_heatmap=torch.zeros(1, 8, 12))
+    assert not any(s['is_thing'] for s in out.segments())
+    assert (out.panoptic == 0).sum() == 21
+
+
+def test_a_policy_without_its_network_output_is_refused():
+    classes, is_thing = ('ground', 'car', 'duck'), (False, True, True)
+    light = ModelConfig(classes, is_thing, box_head='retinanet', center_heatmap=False)
+    with pytest.raises(ValueError, match="'center_grouping' needs the network output.*"
+                                         "center_heatmap"):
+        check_policy_inputs(REGISTRY['center_grouping'], light)
+    check_policy_inputs(REGISTRY['center_grouping'],
+                        ModelConfig(classes, is_thing, center_heatmap=True))
+    for name in BOX_POLICIES:
+        check_policy_inputs(REGISTRY[name], light)
+    head = PanopticHead([False, True, True], PanopticHeadConfig(policy='center_grouping'))
+    logits, offsets, _ = two_blobs()
+    with pytest.raises(ValueError, match='center heatmap'):
+        head(logits, offsets, *pad_detections(torch.zeros(0, 4), torch.zeros(0),
+                                              torch.zeros(0, dtype=torch.int64), 4))

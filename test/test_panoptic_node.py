@@ -158,6 +158,11 @@ def test_bad_parameter_and_missing_model_exit_2(model_path, ros_env, tmp_path):
     proc = start_node(tmp_path / 'nothing.safetensors', ros_env, tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and 'nothing.safetensors does not exist' in err
+    # A policy the model cannot feed: refused at start-up, naming the missing output.
+    proc = start_node(model_path, ros_env, tmp_path, '-p', 'overlap_policy:=center_grouping')
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "'center_grouping' needs the network output(s) " \
+        'center_heatmap' in err, err[-2000:]
 
 
 def test_demo_short_mode(model_path, tmp_path):
@@ -291,6 +296,8 @@ def test_lifecycle_transitions_and_live_parameters(model_path, frame, ros_env, r
         assert not rejected.successful and 'score_threshold' in rejected.reason
         rejected = set_parameter('overlap_policy', 'biggest')
         assert not rejected.successful and 'overlap_policy' in rejected.reason
+        rejected = set_parameter('overlap_policy', 'center_grouping')   # the light model
+        assert not rejected.successful and 'center_heatmap' in rejected.reason, rejected.reason
         assert set_parameter('overlap_policy', 'smallest_first').successful
         labels.clear()
         assert send_for(60.0, lambda: labels), 'no labels after a live change'

@@ -24,7 +24,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from panoptic_ros.core.head import pad_detections, PanopticHead, PanopticHeadConfig
-from panoptic_ros.core.model import OUTPUT_STRIDE
+from panoptic_ros.core.model import output_names, OUTPUT_STRIDE
 from panoptic_ros.core.transform import Letterbox
 
 
@@ -184,6 +184,7 @@ class FramePipeline:
         self.decode = decode or Decoder(backend.anchors.to(self.device), mc.thing_channels,
                                         decode_config, mc.box_head)
         self.head = head or PanopticHead(mc.is_thing, head_config).to(self.device)
+        check_policy_inputs(self.head.policy, mc)
         self.max_detections = decode_config.max_detections
         self.upsample = upsample
 
@@ -212,8 +213,20 @@ class FramePipeline:
             boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
                                                            self.max_detections)
             panoptic = self.head(net.sem_logits, net.center_offsets, boxes, scores, classes,
-                                 valid, image_size=net.image_size, upsample=self.upsample)
+                                 valid, image_size=net.image_size, upsample=self.upsample,
+                                 center_heatmap=net.center_heatmap)
         return FrameResult(network=net, panoptic=panoptic, timings=timer.seconds)
+
+
+def check_policy_inputs(policy, model_config):
+    """ValueError naming what is missing when the model cannot feed the overlap policy."""
+    missing = [name for name in policy.needs if name not in output_names(model_config)]
+    if missing:
+        raise ValueError(f'overlap_policy {policy.name!r} needs the network output(s) '
+                         f'{", ".join(missing)}, which this model does not produce (encoder '
+                         f'{model_config.encoder}, box head {model_config.box_head}); choose '
+                         'another policy or a model trained with them (config '
+                         'train_sim_branches.yaml)')
 
 
 def check_finite(tensors):

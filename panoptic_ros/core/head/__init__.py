@@ -22,6 +22,12 @@ overlaps) the *overlap policy* decides; its objects live in ``policies.POLICIES`
   boxes are pasted in order of decreasing confidence; a box's mask is the pixels inside it
   whose semantic argmax is its class; a mask that overlaps already pasted masks by more than
   ``paste_overlap`` of its area is discarded, otherwise its non-overlapping part is kept.
+- ``center_grouping``: *Panoptic-DeepLab*'s box-free rule (section 3): instance centres are
+  the local maxima of the center heatmap (max-pool of ``center_kernel`` cells, above
+  ``center_threshold``, the N highest); every thing pixel moves by its offset and joins the
+  nearest centre; an instance's class is the majority of its pixels' semantic classes, its
+  score the peak times the mean probability of that class; the detections are not read (the
+  N slots are the centres'). Needs a model with the center heatmap.
 Remaining ties (equal scores, equal areas, equal distances) go to the lower detection index.
 
 Post-processing: *unknowns* (pixels whose semantic argmax is a thing class but that no
@@ -36,7 +42,7 @@ Conventions (all tensors on one device; shapes for one image):
 - ``sem_logits``: float [C, h, w]; channel k is category id k + 1 (category 0 is void).
   Finite and above -1e29 (network outputs are; the fast CPU forms rely on it).
 - ``center_offsets``: float [2, h, w]; (dx, dy) in input-image pixels from a pixel's centre to
-  the centre of its object; only read by ``closest_center``.
+  the centre of its object; only read by ``closest_center`` and ``center_grouping``.
 - ``boxes``: float [N, 4], (x1, y1, x2, y2) in input-image pixels; a pixel belongs to a box
   when its centre ((col + 0.5) * W / w, (row + 0.5) * H / h) lies in [x1, x2] x [y1, y2].
 - ``scores``: float [N]; ``classes``: int64 [N] semantic channel of each detection (must be

@@ -22,13 +22,22 @@ class PanopticHeadConfig:
     stuff_area_fraction: float = COCO_STUFF_AREA_FRACTION  # 0 disables stuff removal
     min_kept_fraction: float = 0.0        # 0 keeps every instance that wins a pixel
     paste_overlap: float = 0.3            # LPSNet's discard threshold (paste policy)
+    # center_grouping's keypoint NMS at the head's 1/4 grid: Panoptic-DeepLab's max-pool of
+    # 7 px and threshold 0.1 at input resolution, with a Gaussian of sigma 8 px. Our sigma is
+    # 4 input px = one cell of the 1/4 grid, so 7 px shrink below a cell; 3 cells is the
+    # smallest window that still suppresses a peak's neighbours.
+    center_kernel: int = 3
+    center_threshold: float = 0.1
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f'unknown overlap policy {self.policy!r}; choose one of {POLICIES}')
         if self.label_divisor < 2:
             raise ValueError(f'label_divisor must be >= 2, got {self.label_divisor}')
-        for name in ('stuff_area_fraction', 'min_kept_fraction', 'paste_overlap'):
+        if self.center_kernel < 1 or self.center_kernel % 2 == 0:
+            raise ValueError(f'center_kernel must be odd and >= 1, got {self.center_kernel}')
+        for name in ('stuff_area_fraction', 'min_kept_fraction', 'paste_overlap',
+                     'center_threshold'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {value}')

@@ -42,7 +42,7 @@ class PanopticHead(torch.nn.Module):
         self.register_buffer('thing_channels', torch.nonzero(is_thing)[:, 0], persistent=False)
 
     def forward(self, sem_logits, center_offsets, boxes, scores, classes, valid,
-                image_size=None, upsample='labels'):
+                image_size=None, upsample='labels', center_heatmap=None):
         """Run the head for one image.
 
         Args:
@@ -51,6 +51,8 @@ class PanopticHead(torch.nn.Module):
             image_size: (H, W) of the input image; default the logits' size.
             upsample: 'labels' runs at the logits' resolution and upsamples the label map
                 (nearest); 'logits' upsamples logits and offsets (bilinear) and runs at (H, W).
+            center_heatmap: float [1, h, w] (Panoptic-DeepLab's center heatmap), read by the
+                policies that need it (center_grouping; its N slots replace the detections).
         Returns:
             PanopticOutput at (H, W).
         """
@@ -66,6 +68,10 @@ class PanopticHead(torch.nn.Module):
                                        align_corners=False)[0]
             center_offsets = F.interpolate(center_offsets[None], size=(out_h, out_w),
                                            mode='bilinear', align_corners=False)[0]
+            if center_heatmap is not None:
+                center_heatmap = F.interpolate(center_heatmap[None].float(),
+                                               size=(out_h, out_w), mode='bilinear',
+                                               align_corners=False)[0]
         elif upsample not in ('labels', 'logits'):
             raise ValueError(f"upsample must be 'labels' or 'logits', got {upsample!r}")
         sem_logits = sem_logits.float().contiguous()                               # [C, h, w]
@@ -80,10 +86,20 @@ class PanopticHead(torch.nn.Module):
         x, y = reference.pixel_centres(h, w, (out_h, out_w), sem_logits.device)
         inside_x, inside_y = reference.box_membership(boxes, valid, x, y)
         # Same-class overlaps: the policy picks each pixel's detection.
-        det_slot, is_det = self._assign(HeadInputs(
+        if center_heatmap is not None and center_heatmap.shape != (1, h, w):
+            raise ValueError(f'center_heatmap must be [1, h, w] = [1, {h}, {w}], got '
+                             f'{tuple(center_heatmap.shape)}')
+        assignment = self._assign(HeadInputs(
             sem_logits, sem_class, best_stuff_value, center_offsets, boxes.float(), scores,
             classes, valid, x, y, inside_x, inside_y, self.stuff_channels,
-            self.thing_channels, self.config.paste_overlap))
+            self.thing_channels, self.config.paste_overlap, self.is_thing,
+            None if center_heatmap is None else center_heatmap[0], self.config.center_kernel,
+            self.config.center_threshold))
+        if self.policy.makes_detections:   # box-free: the policy's slots are the instances
+            det_slot, is_det, boxes, scores, classes, valid = assignment
+            inside_x, inside_y = reference.box_membership(boxes, valid, x, y)
+        else:
+            det_slot, is_det = assignment
         # Slot map: stuff slot s in [0, S), detection slot S + n, -1 void; post-processing.
         num_stuff = self.stuff_channels.shape[0]
         slots = torch.where(is_det, det_slot + num_stuff, best_stuff)

@@ -4,7 +4,10 @@ Each policy is one small object with a ``reference`` form (plain torch, any devi
 where it pays, a ``fast`` CPU form tested equal to it; ``POLICIES`` names them for the
 ``overlap_policy`` parameter. A policy gets the frame's ``HeadInputs`` and returns
 (det_slot int64 [h, w], the winning detection; is_det bool [h, w], where a detection wins).
-A new policy is a new class here and one entry in ``REGISTRY``.
+A box-free policy (``makes_detections``) makes its own instance slots and returns
+(det_slot, is_det, boxes, scores, classes, valid). ``needs`` names the network outputs a
+policy reads beyond the semantic logits, offsets and detections (a model without them is
+refused at start-up). A new policy is a new class here and one entry in ``REGISTRY``.
 """
 
 from dataclasses import dataclass
@@ -22,7 +25,8 @@ class HeadInputs:
     best_stuff_value float [h, w]; center_offsets float [2, h, w]; boxes float32 [N, 4];
     scores float [N]; classes int64 [N]; valid bool [N]; x [w], y [h] pixel centres in
     input pixels; inside_x bool [w, N], inside_y bool [h, N]; stuff_channels [S] and
-    thing_channels [T] int64; paste_overlap float.
+    thing_channels [T] int64; paste_overlap float; is_thing bool [C]; center_heatmap float
+    [h, w] or None; center_kernel int, center_threshold float (center_grouping).
     """
 
     sem_logits: torch.Tensor
@@ -40,6 +44,10 @@ class HeadInputs:
     stuff_channels: torch.Tensor
     thing_channels: torch.Tensor
     paste_overlap: float
+    is_thing: torch.Tensor = None
+    center_heatmap: torch.Tensor = None
+    center_kernel: int = 3
+    center_threshold: float = 0.1
 
     @property
     def on_cpu(self):
@@ -51,6 +59,8 @@ class ArgmaxPolicy:
     ordered by the policy's ``tie_key`` (higher wins; then the lower detection index)."""
 
     name = ''
+    needs = ()
+    makes_detections = False
 
     def tie_key(self, inputs):
         """float [N] or [N, h, w]."""
@@ -115,6 +125,8 @@ class Paste:
     mask overlapping the pasted ones by more than ``paste_overlap`` of its area discarded."""
 
     name = 'paste'
+    needs = ()
+    makes_detections = False
 
     def reference(self, inputs):
         return reference.paste(inputs.sem_class, inputs.classes, inputs.scores, inputs.valid,
@@ -128,6 +140,27 @@ class Paste:
                                          inputs.x, inputs.y)
 
 
+class CenterGrouping:
+    """Panoptic-DeepLab's box-free grouping (*Panoptic-DeepLab*, section 3): instance centres
+    by keypoint NMS on the center heatmap, thing pixels to the nearest centre after their
+    offset, classes by majority vote; the detection branch is not read. One form (dense,
+    static shapes) for every device."""
+
+    name = 'center_grouping'
+    needs = ('center_heatmap',)
+    makes_detections = True
+
+    def reference(self, inputs):
+        if inputs.center_heatmap is None:
+            raise ValueError("overlap_policy 'center_grouping' needs the center heatmap")
+        return reference.center_grouping(
+            inputs.center_heatmap, inputs.center_offsets, inputs.sem_logits, inputs.sem_class,
+            inputs.is_thing, inputs.x, inputs.y, inputs.center_kernel, inputs.center_threshold,
+            inputs.scores.shape[0])
+
+    fast = reference
+
+
 REGISTRY = {policy.name: policy for policy in (
-    HighestConfidence(), SmallestFirst(), ClosestCenter(), Paste())}
+    HighestConfidence(), SmallestFirst(), ClosestCenter(), Paste(), CenterGrouping())}
 POLICIES = tuple(REGISTRY)

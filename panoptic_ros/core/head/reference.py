@@ -131,3 +131,66 @@ def own_mask_area(sem_class, classes, inside_x, inside_y):
     """Pixels in each detection's box whose semantic class is its class, float [N]."""
     inside = inside_y.T[:, :, None] & inside_x.T[:, None, :]                     # [N, h, w]
     return (inside & (sem_class == classes[:, None, None])).sum((1, 2)).float()
+
+
+def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x, y, kernel,
+                    threshold, slots):
+    """Panoptic-DeepLab's box-free grouping (*Panoptic-DeepLab*, section 3, inference).
+
+    Keypoint NMS keeps the heatmap's local maxima (max-pool of ``kernel`` cells) above
+    ``threshold``, the ``slots`` highest as instance centres (a fixed top-k: static shapes);
+    every thing pixel (semantic argmax a thing class) moves by its predicted offset and joins
+    the nearest centre; an instance's class is the majority of its pixels' semantic classes
+    (the lower channel on a tie), its score the heatmap peak times the mean probability of that
+    class over its pixels; its box the extent of its pixels.
+
+    Args: heatmap float [h, w]; center_offsets float [2, h, w]; sem_logits float [C, h, w];
+    sem_class int64 [h, w]; is_thing bool [C]; x [w], y [h] pixel centres (input pixels);
+    kernel odd int; threshold float; slots int (N).
+    Returns: det_slot int64 [h, w], is_det bool [h, w], boxes float [N, 4], scores [N],
+    classes int64 [N] (a thing channel), valid bool [N].
+    """
+    h, w = heatmap.shape
+    num_classes = sem_logits.shape[0]
+    device = heatmap.device
+    pooled = torch.nn.functional.max_pool2d(heatmap[None, None].float(), kernel, stride=1,
+                                            padding=kernel // 2)[0, 0]
+    peaks = torch.where((heatmap == pooled) & (heatmap > threshold), heatmap.float(), NEG_INF)
+    k = min(slots, h * w)                               # shapes only: no host synchronisation
+    peak_value, peak_index = torch.topk(peaks.flatten(), k)
+    if k < slots:
+        peak_value = torch.cat([peak_value, peak_value.new_full((slots - k,), NEG_INF)])
+        peak_index = torch.cat([peak_index, peak_index.new_zeros(slots - k)])
+    is_centre = peak_value > NEG_INF                                               # [N]
+    cx, cy = x.take(peak_index % w), y.take(torch.div(peak_index, w, rounding_mode='floor'))
+    px = x[None, :] + center_offsets[0].float()                                  # [h, w]
+    py = y[:, None] + center_offsets[1].float()
+    distance = (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2    # [N, h, w]
+    nearest = torch.where(is_centre[:, None, None], distance, float('inf')).argmin(0)
+    member = (is_thing.take(sem_class) & is_centre.any()).flatten()               # [h w]
+    index = nearest.flatten()
+    # Majority vote of the semantic classes inside each instance.
+    votes = torch.zeros(slots * num_classes, device=device).index_add_(
+        0, index * num_classes + sem_class.flatten(), member.float()).view(slots, num_classes)
+    count = votes.sum(1)
+    classes = votes.argmax(1)
+    valid = is_centre & (count > 0)
+    is_det = member.view(h, w) & valid.take(nearest)
+    # Score: peak x the mean probability of the instance's class over its pixels.
+    probability = torch.softmax(sem_logits.float(), 0).flatten(1)               # [C, h w]
+    own = probability.gather(0, classes.take(index)[None])[0] * member
+    mean = torch.zeros(slots, device=device).index_add_(0, index, own) / count.clamp(min=1)
+    scores = torch.where(valid, peak_value.clamp(min=0) * mean, 0.0)
+    # Boxes: the extent of each instance's pixels (pixel edges, input pixels).
+    half_x, half_y = x[0], y[0]                          # half a pixel: centres sit at 0.5 px
+    gx = (x[None, :] + 0 * py).flatten()
+    gy = (y[:, None] + 0 * px).flatten()
+    inf = torch.full((slots,), float('inf'), device=device)
+    masked = is_det.flatten()
+    x1 = inf.scatter_reduce(0, index, torch.where(masked, gx, float('inf')), 'amin')
+    y1 = inf.scatter_reduce(0, index, torch.where(masked, gy, float('inf')), 'amin')
+    x2 = (-inf).scatter_reduce(0, index, torch.where(masked, gx, float('-inf')), 'amax')
+    y2 = (-inf).scatter_reduce(0, index, torch.where(masked, gy, float('-inf')), 'amax')
+    boxes = torch.stack([x1 - half_x, y1 - half_y, x2 + half_x, y2 + half_y], 1)
+    boxes = torch.where(valid[:, None], boxes, 0.0)
+    return nearest.view(h, w), is_det, boxes, scores, classes, valid
