@@ -19,9 +19,10 @@ import numpy as np
 
 from panoptic_ros.core.backends import BACKENDS
 from panoptic_ros.core.camera_model import camera_pose_in_base
-from panoptic_ros.core.inference import DecodeConfig
+from panoptic_ros.core.inference import check_policy_inputs, DecodeConfig
 from panoptic_ros.core.occupancy import FootprintPrior, GridConfig, OccupancyConfig
 from panoptic_ros.core.head import PanopticHeadConfig, POLICIES
+from panoptic_ros.core.head.policies import REGISTRY
 
 OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy')
 RELIABILITIES = ('best_effort', 'reliable')
@@ -223,6 +224,15 @@ class Settings:
     min_output_rate: float
     max_consecutive_failures: int
     autostart: bool
+
+    @classmethod
+    def for_model(cls, p, perception=None):
+        """from_params, and a ValueError when the running `perception`'s model cannot feed the
+        overlap policy asked for (a live change is then refused with that reason)."""
+        settings = cls.from_params(p)
+        if perception is not None:
+            check_policy_inputs(REGISTRY[settings.head.policy], perception.model_config)
+        return settings
 
     @classmethod
     def from_params(cls, p, package_root=None):

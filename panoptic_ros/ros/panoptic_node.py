@@ -20,8 +20,7 @@ from panoptic_ros.core.camera_model import PinholeCamera
 from panoptic_ros.core.checkpoint import CheckpointError
 from panoptic_ros.core.health import (diagnostics_level, health_values, OK, StageStats,
                                       ThrottledWarnings)
-from panoptic_ros.core.head.policies import REGISTRY
-from panoptic_ros.core.inference import check_policy_inputs, NonFiniteOutput
+from panoptic_ros.core.inference import NonFiniteOutput
 from panoptic_ros.core.perception import Perception
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.visualization import class_palette
@@ -48,8 +47,8 @@ class PanopticNode(LifecycleNode):
         self.build_perception = build_perception
         self.perception, self.active, self.worker, self.start_error = None, False, None, None
         self.stats, self.warn = StageStats(), ThrottledWarnings(self.get_logger().warning)
-        self.add_on_set_parameters_callback(settings_validator(self, PARAMETERS,
-                                                               self._settings_for_model))
+        self.add_on_set_parameters_callback(settings_validator(
+            self, PARAMETERS, lambda params: Settings.for_model(params, self.perception)))
         self.add_post_set_parameters_callback(self._apply_parameters)
         if self.settings.autostart:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -114,15 +113,6 @@ class PanopticNode(LifecycleNode):
     def on_shutdown(self, state):
         return self.on_cleanup(state) if self.perception is not None else \
             TransitionCallbackReturn.SUCCESS
-
-    def _settings_for_model(self, params):
-        """Settings of `params`; ValueError when the running model cannot feed the overlap
-        policy they ask for (a live change is then refused with that reason)."""
-        settings = Settings.from_params(params)
-        if self.perception is not None:
-            check_policy_inputs(REGISTRY[settings.head.policy],
-                                self.perception.pipeline.model_config)
-        return settings
 
     def _apply_parameters(self, changed):   # after settings_validator accepted the change
         self.settings = Settings.from_params(current_values(self, PARAMETERS))
