@@ -7,7 +7,8 @@ SQ, RQ, PQ_th, PQ_st and box AP per threshold on one split with one backend, so 
 default can be set from numbers. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_thresholds.py --model MODEL [--thresholds 0.2 0.3 0.4]
-           [--backend onnxruntime] [--policy highest_confidence] [--val-root data/sim320 --val-split val] [--limit N]
+           [--backend onnxruntime] [--policy highest_confidence]
+           [--val-root data/sim320 --val-split val] [--limit N]
            [--out benchmarks/results/thresholds_cpu.md]
 """
 

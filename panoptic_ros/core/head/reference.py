@@ -183,8 +183,8 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     scores = torch.where(valid, peak_value.clamp(min=0) * mean, 0.0)
     # Boxes: the extent of each instance's pixels (pixel edges, input pixels).
     half_x, half_y = x[0], y[0]                          # half a pixel: centres sit at 0.5 px
-    gx = (x[None, :] + 0 * py).flatten()
-    gy = (y[:, None] + 0 * px).flatten()
+    gx = x.expand(h, w).flatten()
+    gy = y[:, None].expand(h, w).flatten()
     inf = torch.full((slots,), float('inf'), device=device)
     masked = is_det.flatten()
     x1 = inf.scatter_reduce(0, index, torch.where(masked, gx, float('inf')), 'amin')
