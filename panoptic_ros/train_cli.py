@@ -34,7 +34,8 @@ import yaml
 from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import TorchBackend
 from panoptic_ros.core.checkpoint import (
-    load_checkpoint, load_training_state, read_metadata, save_checkpoint, save_training_state)
+    load_checkpoint, load_stage, load_training_state, read_metadata, save_checkpoint,
+    save_training_state)
 from panoptic_ros.core.data import CocoPanopticDataset, collate
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
@@ -258,14 +259,15 @@ def build_data(config, run):
 
 def build_model(config, model_config, resume, out):
     """The network: resumed from OUT/last.safetensors; or, for a training stage, every weight
-    from the previous stage's exported checkpoint (train.init_from, same architecture); or
+    from the previous stage's exported checkpoint (train.init_from, same architecture or
+    new outputs switched on, checkpoint.load_stage); or
     with pretrained encoder weights."""
     init_from = config['train']['init_from']
     if resume:
         model, _ = load_checkpoint(out / 'last.safetensors', model_config)
         model.train()
     elif init_from:
-        model, _ = load_checkpoint(init_from, model_config)
+        model = load_stage(init_from, model_config)
         model.train()
     else:
         model = SingleShotPanoptic(model_config)

@@ -10,11 +10,18 @@ import numpy as np
 NEG_INF = np.float32(-np.inf)
 
 
+class BorderlineCase(ValueError):
+    """float32 and float64 may decide this case differently (a test skips it)."""
+
+
 def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is_thing, *,
                    policy, label_divisor=1000, unknowns=True, stuff_area_fraction=0.0,
-                   min_kept_fraction=0.0, paste_overlap=0.3):
+                   min_kept_fraction=0.0, paste_overlap=0.3, borderness_map=None,
+                   learned=None):
     """Returns (panoptic int32 [h, w], {segment_id: dict(category_id, is_thing, area, box,
-    score)}, det_segment_id list[N]) at the logits' resolution (image size = logits size)."""
+    score)}, det_segment_id list[N]) at the logits' resolution (image size = logits size).
+    borderness_map [h, w] (closest_borderness); learned: the policy's torch module
+    (spatial_ranking, refined: only its convolutions are run through torch)."""
     sem_logits = np.asarray(sem_logits, np.float32)
     offsets = np.asarray(center_offsets, np.float32)
     boxes = np.asarray(boxes, np.float32)
@@ -54,9 +61,13 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
                 own[i, r, c] = inside(i, r, c) and sem_class[r, c] == classes[i]
 
     det = -np.ones((h, w), np.int64)  # winning detection per pixel, -1 none
-    if policy == 'paste':
+    ranking = None
+    if policy == 'spatial_ranking':
+        ranking = spatial_ranking(own, classes, things, learned)
+    if policy in ('paste', 'closest_borderness'):
         order = sorted(range(n), key=lambda i: (-(scores[i] if valid[i] else -np.inf), i))
         taken = np.zeros((h, w), bool)
+        kept = []
         for i in order:
             area = int(own[i].sum())
             inter = int((own[i] & taken).sum())
@@ -64,6 +75,24 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
                 new = own[i] & ~taken
                 det[new] = i
                 taken |= new
+                kept.append(i)
+        if policy == 'closest_borderness':   # kept same-class masks sharing a pixel
+            for r in range(h):
+                for c in range(w):
+                    holders = [i for i in kept if own[i, r, c]]
+                    if len(holders) >= 2:
+                        distance = [abs(geometric_borderness(boxes[i], r, c) -
+                                        np.float32(borderness_map[r, c])) for i in holders]
+                        det[r, c] = holders[int(np.argmin(distance))]   # earliest on a tie
+    elif policy == 'refined':
+        refined, logits = refined_masks(own, sem_logits, classes, things, learned)
+        if np.abs(logits).min() < 1e-4:
+            raise BorderlineCase('a refinement logit within 1e-4 of the 0.5 threshold')
+        for r in range(h):
+            for c in range(w):
+                holders = [i for i in range(n) if valid[i] and refined[i, r, c]]
+                if holders:
+                    det[r, c] = max(holders, key=lambda i: (scores[i], -i))
     else:
         for r in range(h):
             for c in range(w):
@@ -80,7 +109,7 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
                 if not cands or not best >= stuff_best:   # ties: the detection
                     continue
                 det[r, c] = max(cands, key=lambda i: (key(policy, i, r, c, boxes, scores,
-                                                          offsets), -i))
+                                                          offsets, ranking), -i))
 
     slots = np.where(det >= 0, det + num_stuff, best_stuff)
     if unknowns:
@@ -125,10 +154,67 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
     return panoptic, segments, det_segment_id
 
 
-def key(policy, i, r, c, boxes, scores, offsets):
+def geometric_borderness(box, r, c):
+    """LPSNet's border-ness of pixel centre (r, c) in a box (float32)."""
+    x = np.float32(c) + np.float32(0.5)
+    y = np.float32(r) + np.float32(0.5)
+
+    def ratio(a, b):
+        a, b = max(a, np.float32(0)), max(b, np.float32(0))
+        return np.float32(min(a, b) / max(max(a, b), np.float32(1e-6)))
+    return np.sqrt(ratio(y - box[1], box[3] - y) * ratio(x - box[0], box[2] - x))
+
+
+def spatial_ranking(own, classes, things, module):
+    """OANet ranking score per detection: the instance map by loops, the module's
+    convolutions, the softmax, then the mean over each mask of its class's probability."""
+    import torch
+    n, h, w = own.shape
+    instance_map = np.zeros((len(things), h, w), np.float32)
+    for i in range(n):
+        instance_map[things.index(classes[i])][own[i]] = 1.0
+    with torch.no_grad():
+        logits = module(torch.from_numpy(instance_map)[None])[0].numpy().astype(np.float64)
+    probability = np.exp(logits - logits.max(0))
+    probability /= probability.sum(0)
+    return [float(probability[things.index(classes[i])][own[i]].mean()) if own[i].any()
+            else 0.0 for i in range(n)]
+
+
+def refined_masks(own, sem_logits, classes, things, module):
+    """The INRIA refinement by loops (float64): per detection its class's channel-wise
+    k x k convolution of [mask, probabilities] and the 1 x 1 reduction; logit > 0 where the
+    class is enabled, the box-cropped mask elsewhere. Returns (bool [N, h, w], the logits)."""
+    n, h, w = own.shape
+    p = np.exp(sem_logits.astype(np.float64) - sem_logits.max(0))
+    p /= p.sum(0)
+    dw = module.depthwise.detach().double().numpy()
+    dwb = module.depthwise_bias.detach().double().numpy()
+    pw = module.pointwise.detach().double().numpy()
+    pwb = module.pointwise_bias.detach().double().numpy()
+    k = module.kernel
+    logits = np.zeros((n, h, w))
+    refined = own.copy()
+    for i in range(n):
+        t = things.index(classes[i])
+        stacked = np.concatenate([own[i][None].astype(np.float64), p])
+        padded = np.pad(stacked, ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+        for r in range(h):
+            for c in range(w):
+                window = padded[:, r:r + k, c:c + k]
+                hidden = (window * dw[t]).sum((1, 2)) + dwb[t]
+                logits[i, r, c] = (hidden * pw[t]).sum() + pwb[t]
+        if module.enabled[t]:
+            refined[i] = logits[i] > 0
+    return refined, logits
+
+
+def key(policy, i, r, c, boxes, scores, offsets, ranking=None):
     """Preference among same-logit detections at pixel (r, c); higher wins."""
     if policy == 'highest_confidence':
         return scores[i]
+    if policy == 'spatial_ranking':
+        return ranking[i]
     if policy == 'smallest_first':
         return -((boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1]))
     x = (np.float32(c) + np.float32(0.5)) * np.float32(1.0)

@@ -132,3 +132,37 @@ def save_training_state(path, optimizer, scheduler, scaler, step, epoch, history
 
 def load_training_state(path):
     return torch.load(path, map_location='cpu', weights_only=True)
+
+
+# Model fields a later training stage may switch on: each adds maps to the center branch's
+# predictor (new output rows, zero-initialised), nothing else changes shape.
+GROWABLE_OUTPUTS = ('borderness_map',)
+
+
+def load_stage(path, config):
+    """A network of `config` initialised from the previous stage's checkpoint at `path`.
+
+    The checkpoint must have the same architecture, except that `config` may switch on
+    outputs listed in GROWABLE_OUTPUTS: the center branch's predictor then keeps the old
+    rows (the earlier maps) and its new rows start at zero. CheckpointError otherwise.
+    """
+    previous, _ = load_checkpoint(path)
+    old, new = previous.config.to_dict(), config.to_dict()
+    diff = [k for k in new if new[k] != old[k]]
+    if any(k not in GROWABLE_OUTPUTS or not new[k] for k in diff):
+        raise CheckpointError(f'model file {path} does not match the configuration: ' +
+                              '; '.join(_mismatch(config, previous.config)))
+    model = SingleShotPanoptic(config)
+    state = model.state_dict()
+    for key, tensor in previous.state_dict().items():
+        if state[key].shape == tensor.shape:
+            state[key] = tensor
+        elif key.startswith('center_branch.predictor.'):   # new rows after the old ones
+            state[key] = state[key].clone()
+            state[key][:tensor.shape[0]] = tensor
+        else:
+            raise CheckpointError(f'model file {path}: tensor {key} has shape '
+                                  f'{tuple(tensor.shape)}, the stage needs '
+                                  f'{tuple(state[key].shape)}')
+    model.load_state_dict(state)
+    return model

@@ -54,7 +54,8 @@ class PanopticTargets:
         """The targets a model of `model_config` trains on."""
         return cls(categories, center_target=model_config.center_target,
                    heatmap_sigma=model_config.heatmap_sigma if model_config.center_heatmap
-                   else None, mask_targets=model_config.box_head == 'lpsnet')
+                   else None, mask_targets=model_config.box_head == 'lpsnet'
+                   or model_config.borderness_map)
 
     def __call__(self, ids, segments):
         """ids: int [H, W] segment ids (0 = void); segments: [{'id', 'category_id', 'iscrowd'}].
@@ -66,8 +67,8 @@ class PanopticTargets:
         center_heatmap float [1, H/4, W/4]: per pixel the largest of the instances' Gaussians
         exp(-d^2 / (2 sigma^2)), d the distance to the centre, 1 at each centre; with
         mask_targets also instance_index int64 [H, W] (the index into boxes of the instance
-        a pixel belongs to, -1 elsewhere) and borderness float [H, W] (LPSNet's target,
-        see `borderness`).
+        a pixel belongs to, -1 elsewhere), borderness float [H, W] (LPSNet's target,
+        see `borderness`) and borderness_quarter float [H/4, W/4] (it at the 1/4 samples).
         """
         height, width = ids.shape
         semantic = np.full((height, width), IGNORE, np.int64)
@@ -128,6 +129,8 @@ class PanopticTargets:
         if self.mask_targets:
             targets['instance_index'] = torch.from_numpy(instance_index)
             targets['borderness'] = torch.from_numpy(borderness_map)
+            targets['borderness_quarter'] = torch.from_numpy(
+                np.ascontiguousarray(borderness_map[np.ix_(qy, qx)]))
         return targets
 
 

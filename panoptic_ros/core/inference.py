@@ -24,6 +24,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from panoptic_ros.core.head import pad_detections, PanopticHead, PanopticHeadConfig
+from panoptic_ros.core.head.policies import REGISTRY
 from panoptic_ros.core.model import output_names, OUTPUT_STRIDE
 from panoptic_ros.core.transform import Letterbox
 
@@ -53,6 +54,7 @@ class NetworkOutput:
     classes: torch.Tensor
     image_size: tuple     # (h, w) of the camera image
     center_heatmap: torch.Tensor = None   # [1, h4, w4] where the model has the heatmap
+    borderness_map: torch.Tensor = None   # [1, h4, w4] in [0, 1] where the model has it
 
 
 class Preprocessor:
@@ -117,13 +119,15 @@ class Decoder:
         sem_logits = raw['sem_logits'][0, :, :valid_h, :valid_w]
         center_offsets = raw['center_offsets'][0, :, :valid_h, :valid_w].float() * \
             (OUTPUT_STRIDE / scale)
-        heatmap = raw.get('center_heatmap')
-        if heatmap is not None:
-            heatmap = heatmap[0, :, :valid_h, :valid_w].float()
+        heatmap, borderness = (None if raw.get(name) is None else
+                               raw[name][0, :, :valid_h, :valid_w].float()
+                               for name in ('center_heatmap', 'borderness_map'))
         return NetworkOutput(sem_logits=sem_logits, center_offsets=center_offsets,
                              boxes=boxes[keep], scores=scores[keep],
                              classes=self.thing_channels[labels[keep]], image_size=(h, w),
-                             center_heatmap=heatmap)
+                             center_heatmap=heatmap,
+                             borderness_map=None if borderness is None else
+                             torch.sigmoid(borderness))
 
 
 class NonFiniteOutput(RuntimeError):
@@ -168,13 +172,15 @@ class FramePipeline:
 
     backend: a panoptic_ros.core.backends backend (has .device, .model_config, .anchors,
     .input_dtype, __call__); decode_config: DecodeConfig; head_config: PanopticHeadConfig;
-    upsample: the head's 'labels' or 'logits' mode. The stages may be given instead of
-    built (`preprocess`, `decode`, `head`: callables with the signatures of Preprocessor,
-    Decoder and PanopticHead), as torchvision's detection models take their parts.
+    upsample: the head's 'labels' or 'logits' mode; learned: policy name -> its learned
+    module (e.g. learned.load_policy_weights bound to the model's file), asked only for a
+    policy that has one. The stages may be given instead of built (`preprocess`, `decode`,
+    `head`: callables with the signatures of Preprocessor, Decoder and PanopticHead), as
+    torchvision's detection models take their parts.
     """
 
     def __init__(self, backend, decode_config=DecodeConfig(), head_config=PanopticHeadConfig(),
-                 upsample='labels', preprocess=None, decode=None, head=None):
+                 upsample='labels', preprocess=None, decode=None, head=None, learned=None):
         mc = backend.model_config
         self.backend = backend
         self.device = backend.device
@@ -183,16 +189,22 @@ class FramePipeline:
                                                      self.device, backend.input_dtype)
         self.decode = decode or Decoder(backend.anchors.to(self.device), mc.thing_channels,
                                         decode_config, mc.box_head)
-        self.head = head or PanopticHead(mc.is_thing, head_config).to(self.device)
+        if head is None:
+            check_policy_inputs(REGISTRY[head_config.policy], mc)
+            policy_learned = REGISTRY[head_config.policy].learned
+            module = learned(policy_learned) if policy_learned and learned else None
+            head = PanopticHead(mc.is_thing, head_config, learned=module).to(self.device)
+        self.head = head
         check_policy_inputs(self.head.policy, mc)
         self.max_detections = decode_config.max_detections
         self.upsample = upsample
+        self.learned = learned
 
     def reconfigured(self, decode_config, head_config):
         """A pipeline on the same backend with other decode and head settings (the values a
         user may change while the node runs)."""
         return FramePipeline(self.backend, decode_config, head_config, self.upsample,
-                             preprocess=self.preprocess)
+                             preprocess=self.preprocess, learned=self.learned)
 
     def __call__(self, rgb):
         """rgb: uint8 numpy [h, w, 3] -> FrameResult. Raises NonFiniteOutput when the
@@ -214,7 +226,8 @@ class FramePipeline:
                                                            self.max_detections)
             panoptic = self.head(net.sem_logits, net.center_offsets, boxes, scores, classes,
                                  valid, image_size=net.image_size, upsample=self.upsample,
-                                 center_heatmap=net.center_heatmap)
+                                 center_heatmap=net.center_heatmap,
+                                 borderness_map=net.borderness_map)
         return FrameResult(network=net, panoptic=panoptic, timings=timer.seconds)
 
 

@@ -7,7 +7,7 @@ or, with LPSNet's box head, focal loss, GIoU and border-ness BCE on the location
 ground-truth masks (`lpsnet_detection_loss`),
 per-pixel cross-entropy on the semantic logits upsampled to the input size, and L1 on the
 center offsets over thing pixels; with the center heatmap, Panoptic-DeepLab's MSE on it over
-every pixel.
+every pixel; with the border-ness map, BCE on LPSNet's border-ness over thing pixels.
 """
 
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ class LossWeights:
     semantic: float = 1.0     # lambda_s
     center: float = 0.1       # lambda_i (small: its raw L1 is far larger than the others)
     heatmap: float = 200.0    # Panoptic-DeepLab's heatmap weight (its MSE is tiny)
+    borderness_map: float = 1.0   # BCE of the 1/4 border-ness map, like the box head's
 
 
 class PanopticLoss(torch.nn.Module):
@@ -88,6 +89,13 @@ class PanopticLoss(torch.nn.Module):
             target = torch.stack([t['center_heatmap'] for t in targets])
             losses['heatmap'] = F.mse_loss(outputs['center_heatmap'].float(), target)
             total = total + w.heatmap * losses['heatmap']
+        # border-ness map: BCE over thing pixels at 1/4 (LPSNet's target)
+        if 'borderness_map' in outputs:
+            target = torch.stack([t['borderness_quarter'] for t in targets])[:, None]
+            bce = F.binary_cross_entropy_with_logits(outputs['borderness_map'].float(), target,
+                                                     reduction='none') * weights
+            losses['borderness_map'] = bce.sum() / weights.sum().clamp(min=1)
+            total = total + w.borderness_map * losses['borderness_map']
         return total, {k: v.detach() for k, v in losses.items()}
 
 

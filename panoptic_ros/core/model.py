@@ -72,6 +72,9 @@ class ModelConfig:
     box_head: str = 'retinanet'
     # Panoptic-DeepLab's class-agnostic center heatmap, a third output of the center branch.
     center_heatmap: bool = False
+    # LPSNet's per-pixel border-ness at 1/4 (what the closest-border-ness rule compares a
+    # box's geometric border-ness with), one more output of the center branch.
+    borderness_map: bool = False
     # Where offsets (and the heatmap's peaks) point: 'box' = the box centre (Weber et al.;
     # what closest_center compares with), 'mass' = the centre of mass (Panoptic-DeepLab).
     center_target: str = 'box'
@@ -91,6 +94,8 @@ class ModelConfig:
                              f'{CENTER_TARGETS}')
         if self.center_heatmap and not self.center_branch:
             raise ValueError('center_heatmap needs center_branch')
+        if self.borderness_map and not self.center_branch:
+            raise ValueError('borderness_map needs center_branch')
         if not self.heatmap_sigma > 0:
             raise ValueError(f'heatmap_sigma must be > 0, got {self.heatmap_sigma}')
         if len(self.classes) != len(self.is_thing) or not any(self.is_thing):
@@ -130,7 +135,8 @@ def output_names(config):
     """The raw outputs a model of `config` produces, in order (backends, ONNX)."""
     names = ('sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression')
     names += ('bbox_borderness',) if config.box_head == 'lpsnet' else ()
-    return names + (('center_heatmap',) if config.center_heatmap else ())
+    names += ('center_heatmap',) if config.center_heatmap else ()
+    return names + (('borderness_map',) if config.borderness_map else ())
 
 
 def _encoder(config):
@@ -241,7 +247,9 @@ class SingleShotPanoptic(nn.Module):
       center branch), cls_logits [B, A, T], bbox_regression [B, A, 4] (BoxCoder deltas of the
       anchors from `anchors()`; with box_head 'lpsnet' BoxLinearCoder deltas of the location
       boxes and bbox_borderness [B, A, 1] logits), and with config.center_heatmap center_heatmap
-      [B, 1, H/4, W/4] (regressed to a Gaussian of peak 1 at each instance's centre).
+      [B, 1, H/4, W/4] (regressed to a Gaussian of peak 1 at each instance's centre), with
+      config.borderness_map borderness_map [B, 1, H/4, W/4] logits (LPSNet's border-ness of
+      each thing pixel in its instance's mask).
     """
 
     def __init__(self, config, backbone=None, det_head=None, sem_branch=None,
@@ -271,11 +279,10 @@ class SingleShotPanoptic(nn.Module):
                                                     config.num_classes)
         if center_branch is None and config.center_branch:
             center_branch = ScaleBranch(config.fpn_channels, config.branch_channels // 2,
-                                        3 if config.center_heatmap else 2)
-            if config.center_heatmap:   # start at 0: the 200-weighted MSE starts small
-                with torch.no_grad():
-                    center_branch.predictor.weight[2:].zero_()
-                    center_branch.predictor.bias[2:].zero_()
+                                        2 + config.center_heatmap + config.borderness_map)
+            with torch.no_grad():   # start the extra maps at 0 (the 200-weighted MSE small)
+                center_branch.predictor.weight[2:].zero_()
+                center_branch.predictor.bias[2:].zero_()
         self.center_branch = center_branch
         if config.box_head == 'lpsnet':   # one location box per cell, side = the stride
             self.anchor_generator = AnchorGenerator(
@@ -306,6 +313,9 @@ class SingleShotPanoptic(nn.Module):
             out['bbox_borderness'] = det['bbox_ctrness']
         if self.config.center_heatmap:
             out['center_heatmap'] = center[:, 2:3]
+        if self.config.borderness_map:
+            k = 2 + self.config.center_heatmap
+            out['borderness_map'] = center[:, k:k + 1]
         return out
 
     def feature_sizes(self):

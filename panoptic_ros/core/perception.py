@@ -17,6 +17,7 @@ import numpy as np
 
 from panoptic_ros.core.backends import configure_torch_threads, make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.head import learned
 from panoptic_ros.core.inference import FramePipeline, StageTimer
 from panoptic_ros.core.occupancy import OccupancyProjector
 
@@ -86,6 +87,7 @@ class Perception:
         self.label_divisor = pipeline.head.config.label_divisor
         self._projector, self._projector_key = None, None
         self.model_name, self.description, self.warnings = None, '', []   # from_settings
+        self.model_path = None
 
     @classmethod
     def from_settings(cls, settings, backend=None, preprocess=None):
@@ -99,12 +101,14 @@ class Perception:
             backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
                                    s.strict_device, threads=s.threads or None)
         configure_torch_threads(backend, s.threads)
-        pipeline = FramePipeline(backend, s.decode, s.head, preprocess=preprocess)
         classes = list(model.config.classes)
+        pipeline = FramePipeline(backend, s.decode, s.head, preprocess=preprocess,
+                                 learned=learned.loader_for(s.model_path, classes))
         perception = cls(pipeline, classes, s.grid,
                          s.occupancy_config(classes, s.head.label_divisor),
                          s.max_image_pixels)
         perception.model_name = s.model_path.name
+        perception.model_path = s.model_path
         if s.device.startswith('cuda') and backend.device.type != 'cuda':
             perception.warnings.append('device cuda requested but CUDA is not available: '
                                        'running on the CPU (set strict_device to fail '

@@ -21,7 +21,7 @@ from panoptic_ros.core.backends import BACKENDS
 from panoptic_ros.core.camera_model import camera_pose_in_base
 from panoptic_ros.core.inference import check_policy_inputs, DecodeConfig
 from panoptic_ros.core.occupancy import FootprintPrior, GridConfig, OccupancyConfig
-from panoptic_ros.core.head import PanopticHeadConfig, POLICIES
+from panoptic_ros.core.head import learned, PanopticHeadConfig, POLICIES
 from panoptic_ros.core.head.policies import REGISTRY
 
 OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy')
@@ -231,7 +231,13 @@ class Settings:
         overlap policy asked for (a live change is then refused with that reason)."""
         settings = cls.from_params(p)
         if perception is not None:
-            check_policy_inputs(REGISTRY[settings.head.policy], perception.model_config)
+            policy = REGISTRY[settings.head.policy]
+            check_policy_inputs(policy, perception.model_config)
+            if policy.learned and perception.model_path is not None:
+                path = learned.weights_path(perception.model_path, policy.name)
+                if not path.is_file():
+                    raise ValueError(f'overlap_policy {policy.name!r} needs its learned '
+                                     f'weights at {path}, which do not exist')
         return settings
 
     @classmethod

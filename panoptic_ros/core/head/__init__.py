@@ -28,6 +28,20 @@ overlaps) the *overlap policy* decides; its objects live in ``policies.POLICIES`
   nearest centre; an instance's class is the majority of its pixels' semantic classes, its
   score the peak times the mean probability of that class; the detections are not read (the
   N slots are the centres'). Needs a model with the center heatmap.
+- ``closest_borderness``: LPSNet's paste with its closest border-ness rule (section 3.4): a
+  pixel that several kept same-class masks hold goes to the box whose geometric border-ness
+  sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) at the pixel is closest to the
+  predicted border-ness map. Needs a model with the border-ness map.
+- ``spatial_ranking``: *OANet*'s spatial ranking module (section 3.2): the box masks mapped
+  into a [T, h, w] instance map, a learned large-kernel convolution gives a ranking map, an
+  instance's ranking score is the mean over its mask of its class's ranking probability;
+  same-class ties of the instance-aware logits go to the higher ranking score.
+- ``refined``: the INRIA report's CNN refinement: each box-cropped mask stacked with the
+  semantic probabilities goes through its class's small network (channel-wise convolution,
+  1 x 1 reduction, sigmoid) where the class has it enabled; the refined masks then take
+  their pixels by confidence (a pixel no mask holds is stuff, or void if a thing pixel).
+The last two have learned parts (``learned.py``), trained on a frozen network's outputs and
+stored next to the model.
 Remaining ties (equal scores, equal areas, equal distances) go to the lower detection index.
 
 Post-processing: *unknowns* (pixels whose semantic argmax is a thing class but that no
@@ -64,6 +78,7 @@ Tests hold fast == reference == a loop-based numpy oracle on random cases.
 
 Files: ``config.py`` (PanopticHeadConfig, PanopticOutput, pad_detections), ``policies.py``
 (one small object per overlap policy, the registry), ``reference.py``, ``fast_cpu.py``,
+``learned.py`` (the learned modules of spatial_ranking and refined, their files),
 ``head.py`` (the module: checks, semantic argmax, policy, post-processing), ``segments.py``
 (slot map -> panoptic ids and segment info at the output resolution).
 """

@@ -206,3 +206,45 @@ def paste_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y):
         det_slot[window][new] = slot
         taken[window] |= new
     return torch.from_numpy(det_slot), torch.from_numpy(taken)
+
+
+def closest_borderness_in_windows(sem_class, boxes, scores, classes, valid, overlap, x, y,
+                                  borderness_map, bx, by):
+    """closest_borderness on the CPU: paste_in_windows' loop, and where a kept mask meets
+    pixels an earlier kept mask holds, the pixel moves to it when its geometric border-ness
+    (bx, by from reference.borderness_factors, the same float32 expression) is strictly
+    closer to the predicted one. Returns (det_slot int64 [h, w], is_det bool [h, w])."""
+    h, w = sem_class.shape
+    r0 = (y[None, :] < boxes[:, 1:2]).sum(1).tolist()
+    r1 = (y[None, :] <= boxes[:, 3:4]).sum(1).tolist()
+    c0 = (x[None, :] < boxes[:, 0:1]).sum(1).tolist()
+    c1 = (x[None, :] <= boxes[:, 2:3]).sum(1).tolist()
+    order = torch.argsort(torch.where(valid, scores.float(), float('-inf')),
+                          descending=True, stable=True).tolist()
+    is_valid = valid.tolist()
+    category = classes.tolist()
+    labels = sem_class.numpy()
+    predicted = borderness_map.float().numpy()
+    bx, by = bx.numpy(), by.numpy()
+    taken = np.zeros((h, w), dtype=bool)
+    det_slot = np.zeros((h, w), dtype=np.int64)
+    best = np.full((h, w), np.inf, dtype=np.float32)   # the holder's border-ness distance
+    overlap = np.float32(overlap)
+    for slot in order:
+        if not is_valid[slot] or r1[slot] <= r0[slot] or c1[slot] <= c0[slot]:
+            continue
+        rows, cols = slice(r0[slot], r1[slot]), slice(c0[slot], c1[slot])
+        window = (rows, cols)
+        mask = labels[window] == category[slot]
+        area = np.float32(np.count_nonzero(mask))
+        held = mask & taken[window]
+        inter = np.float32(np.count_nonzero(held))
+        if not (area > 0 and inter <= overlap * area):
+            continue
+        geometric = np.sqrt(by[slot, rows][:, None] * bx[slot, cols][None, :])
+        distance = np.abs(geometric - predicted[window])
+        wins = (mask & ~taken[window]) | (held & (distance < best[window]))
+        det_slot[window][wins] = slot
+        best[window][wins] = distance[wins]
+        taken[window] |= mask
+    return torch.from_numpy(det_slot), torch.from_numpy(taken)

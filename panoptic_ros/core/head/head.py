@@ -24,9 +24,10 @@ class PanopticHead(torch.nn.Module):
         form: 'fast' (default) uses the fast CPU forms for CPU tensors and the reference form
             elsewhere; 'reference' always the reference form (no host reads anywhere: for
             CUDA graphs and export).
+        learned: the policy's learned module (core/head/learned.py) when it has one.
     """
 
-    def __init__(self, is_thing, config=PanopticHeadConfig(), form='fast'):
+    def __init__(self, is_thing, config=PanopticHeadConfig(), form='fast', learned=None):
         super().__init__()
         if form not in FORMS:
             raise ValueError(f'form must be one of {FORMS}, got {form!r}')
@@ -37,12 +38,16 @@ class PanopticHead(torch.nn.Module):
         self.form = form
         self.policy = REGISTRY[config.policy]
         self._assign = self.policy.fast if form == 'fast' else self.policy.reference
+        if self.policy.learned and learned is None:
+            raise ValueError(f'overlap_policy {config.policy!r} needs its learned '
+                             f'{self.policy.learned} weights (learned.load_policy_weights)')
+        self.learned = learned
         self.register_buffer('is_thing', is_thing, persistent=False)
         self.register_buffer('stuff_channels', torch.nonzero(~is_thing)[:, 0], persistent=False)
         self.register_buffer('thing_channels', torch.nonzero(is_thing)[:, 0], persistent=False)
 
     def forward(self, sem_logits, center_offsets, boxes, scores, classes, valid,
-                image_size=None, upsample='labels', center_heatmap=None):
+                image_size=None, upsample='labels', center_heatmap=None, borderness_map=None):
         """Run the head for one image.
 
         Args:
@@ -53,6 +58,8 @@ class PanopticHead(torch.nn.Module):
                 (nearest); 'logits' upsamples logits and offsets (bilinear) and runs at (H, W).
             center_heatmap: float [1, h, w] (Panoptic-DeepLab's center heatmap), read by the
                 policies that need it (center_grouping; its N slots replace the detections).
+            borderness_map: float [1, h, w] predicted border-ness in [0, 1] (LPSNet), read by
+                closest_borderness.
         Returns:
             PanopticOutput at (H, W).
         """
@@ -68,10 +75,10 @@ class PanopticHead(torch.nn.Module):
                                        align_corners=False)[0]
             center_offsets = F.interpolate(center_offsets[None], size=(out_h, out_w),
                                            mode='bilinear', align_corners=False)[0]
-            if center_heatmap is not None:
-                center_heatmap = F.interpolate(center_heatmap[None].float(),
-                                               size=(out_h, out_w), mode='bilinear',
-                                               align_corners=False)[0]
+            center_heatmap, borderness_map = (
+                None if m is None else F.interpolate(m[None].float(), size=(out_h, out_w),
+                                                     mode='bilinear', align_corners=False)[0]
+                for m in (center_heatmap, borderness_map))
         elif upsample not in ('labels', 'logits'):
             raise ValueError(f"upsample must be 'labels' or 'logits', got {upsample!r}")
         sem_logits = sem_logits.float().contiguous()                               # [C, h, w]
@@ -86,15 +93,17 @@ class PanopticHead(torch.nn.Module):
         x, y = reference.pixel_centres(h, w, (out_h, out_w), sem_logits.device)
         inside_x, inside_y = reference.box_membership(boxes, valid, x, y)
         # Same-class overlaps: the policy picks each pixel's detection.
-        if center_heatmap is not None and center_heatmap.shape != (1, h, w):
-            raise ValueError(f'center_heatmap must be [1, h, w] = [1, {h}, {w}], got '
-                             f'{tuple(center_heatmap.shape)}')
+        for name, m in (('center_heatmap', center_heatmap), ('borderness_map', borderness_map)):
+            if m is not None and m.shape != (1, h, w):
+                raise ValueError(f'{name} must be [1, h, w] = [1, {h}, {w}], got '
+                                 f'{tuple(m.shape)}')
         assignment = self._assign(HeadInputs(
             sem_logits, sem_class, best_stuff_value, center_offsets, boxes.float(), scores,
             classes, valid, x, y, inside_x, inside_y, self.stuff_channels,
             self.thing_channels, self.config.paste_overlap, self.is_thing,
             None if center_heatmap is None else center_heatmap[0], self.config.center_kernel,
-            self.config.center_threshold))
+            self.config.center_threshold,
+            None if borderness_map is None else borderness_map[0], self.learned))
         if self.policy.makes_detections:   # box-free: the policy's slots are the instances
             det_slot, is_det, boxes, scores, classes, valid = assignment
             inside_x, inside_y = reference.box_membership(boxes, valid, x, y)

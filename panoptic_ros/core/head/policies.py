@@ -7,7 +7,9 @@ where it pays, a ``fast`` CPU form tested equal to it; ``POLICIES`` names them f
 A box-free policy (``makes_detections``) makes its own instance slots and returns
 (det_slot, is_det, boxes, scores, classes, valid). ``needs`` names the network outputs a
 policy reads beyond the semantic logits, offsets and detections (a model without them is
-refused at start-up). A new policy is a new class here and one entry in ``REGISTRY``.
+refused at start-up); ``learned`` names a learned part (core/head/learned.py) it runs,
+found in ``HeadInputs.learned``. A new policy is a new class here and one entry in
+``REGISTRY``.
 """
 
 from dataclasses import dataclass
@@ -26,7 +28,9 @@ class HeadInputs:
     scores float [N]; classes int64 [N]; valid bool [N]; x [w], y [h] pixel centres in
     input pixels; inside_x bool [w, N], inside_y bool [h, N]; stuff_channels [S] and
     thing_channels [T] int64; paste_overlap float; is_thing bool [C]; center_heatmap float
-    [h, w] or None; center_kernel int, center_threshold float (center_grouping).
+    [h, w] or None; center_kernel int, center_threshold float (center_grouping);
+    borderness_map float [h, w] in [0, 1] or None (closest_borderness); learned: the
+    policy's learned module or None.
     """
 
     sem_logits: torch.Tensor
@@ -48,6 +52,8 @@ class HeadInputs:
     center_heatmap: torch.Tensor = None
     center_kernel: int = 3
     center_threshold: float = 0.1
+    borderness_map: torch.Tensor = None
+    learned: torch.nn.Module = None
 
     @property
     def on_cpu(self):
@@ -61,6 +67,7 @@ class ArgmaxPolicy:
     name = ''
     needs = ()
     makes_detections = False
+    learned = None
 
     def tie_key(self, inputs):
         """float [N] or [N, h, w]."""
@@ -127,6 +134,7 @@ class Paste:
     name = 'paste'
     needs = ()
     makes_detections = False
+    learned = None
 
     def reference(self, inputs):
         return reference.paste(inputs.sem_class, inputs.classes, inputs.scores, inputs.valid,
@@ -149,6 +157,7 @@ class CenterGrouping:
     name = 'center_grouping'
     needs = ('center_heatmap',)
     makes_detections = True
+    learned = None
 
     def reference(self, inputs):
         if inputs.center_heatmap is None:
@@ -161,6 +170,88 @@ class CenterGrouping:
     fast = reference
 
 
+class ClosestBorderness:
+    """LPSNet's paste by confidence with the closest border-ness rule for same-class overlaps
+    (*LPSNet*, section 3.4): a pixel several kept same-class masks hold goes to the box whose
+    geometric border-ness there is closest to the predicted border-ness map."""
+
+    name = 'closest_borderness'
+    needs = ('borderness_map',)
+    makes_detections = False
+    learned = None
+
+    def reference(self, inputs):
+        return reference.closest_borderness(
+            inputs.sem_class, inputs.boxes, inputs.classes, inputs.scores, inputs.valid,
+            inputs.inside_x, inputs.inside_y, inputs.paste_overlap,
+            _required(inputs.borderness_map, self.name, 'border-ness map'), inputs.x, inputs.y)
+
+    def fast(self, inputs):
+        if not inputs.on_cpu:
+            return self.reference(inputs)
+        bx, by = reference.borderness_factors(inputs.boxes, inputs.x, inputs.y)
+        return fast_cpu.closest_borderness_in_windows(
+            inputs.sem_class, inputs.boxes, inputs.scores, inputs.classes, inputs.valid,
+            inputs.paste_overlap, inputs.x, inputs.y,
+            _required(inputs.borderness_map, self.name, 'border-ness map'), bx, by)
+
+
+class SpatialRanking(ArgmaxPolicy):
+    """OANet's spatial ranking (*OANet*, section 3.2): same-class ties of the instance-aware
+    logits go to the instance with the higher learned ranking score (the mean over its mask
+    of the spatial ranking module's probability of its class)."""
+
+    name = 'spatial_ranking'
+    learned = 'spatial_ranking'
+
+    def tie_key(self, inputs):
+        return reference.spatial_ranking_scores(
+            _required(inputs.learned, self.name, 'spatial ranking module'), inputs.sem_class,
+            inputs.classes, inputs.thing_channels, inputs.inside_x, inputs.inside_y)
+
+
+class Refined:
+    """The INRIA report's CNN refinement: each box-cropped mask (its box's pixels of its
+    class) goes through its class's refinement network where that class has it enabled; the
+    refined masks then take their pixels by confidence."""
+
+    name = 'refined'
+    needs = ()
+    makes_detections = False
+    learned = 'refined'
+
+    def reference(self, inputs):
+        return self._assign(inputs, 'reference_logits')
+
+    def fast(self, inputs):
+        return self._assign(inputs, 'fast_logits')
+
+    def refined_logits(self, inputs, form='fast_logits'):
+        """(box-cropped masks bool [N, h, w], refinement logits float [N, h, w], each
+        detection's thing index int64 [N])."""
+        module = _required(inputs.learned, self.name, 'refinement networks')
+        masks = (inputs.inside_y.T[:, :, None] & inputs.inside_x.T[:, None, :]
+                 & (inputs.sem_class == inputs.classes[:, None, None]))
+        thing_index = torch.searchsorted(inputs.thing_channels, inputs.classes).clamp(
+            max=inputs.thing_channels.shape[0] - 1)
+        probability = torch.softmax(inputs.sem_logits, 0)
+        return masks, getattr(module, form)(masks.float(), probability, thing_index), \
+            thing_index
+
+    def _assign(self, inputs, form):
+        masks, logits, thing_index = self.refined_logits(inputs, form)
+        enabled = inputs.learned.enabled.take(thing_index)[:, None, None]
+        refined = torch.where(enabled, logits > 0, masks)
+        return reference.refined_assignment(refined, inputs.scores, inputs.valid)
+
+
+def _required(value, policy, what):
+    if value is None:
+        raise ValueError(f'overlap_policy {policy!r} needs the {what}')
+    return value
+
+
 REGISTRY = {policy.name: policy for policy in (
-    HighestConfidence(), SmallestFirst(), ClosestCenter(), Paste(), CenterGrouping())}
+    HighestConfidence(), SmallestFirst(), ClosestCenter(), Paste(), CenterGrouping(),
+    ClosestBorderness(), SpatialRanking(), Refined())}
 POLICIES = tuple(REGISTRY)

@@ -107,15 +107,22 @@ def paste(sem_class, classes, scores, valid, inside_x, inside_y, overlap):
     inside_x bool [w, N], inside_y bool [h, N]; overlap float in [0, 1].
     Returns: det_slot int64 [h, w], is_det bool [h, w].
     """
+    det_slot, taken, _, _ = paste_with_masks(sem_class, classes, scores, valid, inside_x,
+                                             inside_y, overlap)
+    return det_slot, taken
+
+
+def paste_with_masks(sem_class, classes, scores, valid, inside_x, inside_y, overlap):
+    """``paste``, also returning the box masks bool [N, h, w] and which were kept, bool [N]."""
     h, w = sem_class.shape
     n = classes.shape[0]
     masks = (inside_y.T[:, :, None] & inside_x.T[:, None, :]
              & (sem_class == classes[:, None, None])).reshape(n, h * w)        # [N, P]
     areas = masks.sum(1).float()
-    order = torch.argsort(torch.where(valid, scores.float(), NEG_INF), descending=True,
-                          stable=True)
+    order = paste_order(scores, valid)
     taken = torch.zeros(h * w, dtype=torch.bool, device=sem_class.device)
     det_slot = torch.zeros(h * w, dtype=torch.long, device=sem_class.device)
+    kept = torch.zeros(n, dtype=torch.bool, device=sem_class.device)
     for rank in range(n):  # fixed trip count (N slots): no host synchronisation
         slot = order[rank]
         mask = masks[slot]
@@ -124,7 +131,54 @@ def paste(sem_class, classes, scores, valid, inside_x, inside_y, overlap):
         new = mask & ~taken & keep
         det_slot = torch.where(new, slot, det_slot)
         taken = taken | new
-    return det_slot.view(h, w), taken.view(h, w)
+        kept = kept.index_put((slot[None],), keep[None])
+    return det_slot.view(h, w), taken.view(h, w), masks.view(n, h, w), kept
+
+
+def paste_order(scores, valid):
+    """Detection slots by decreasing score, padding last (stable), int64 [N]."""
+    return torch.argsort(torch.where(valid, scores.float(), NEG_INF), descending=True,
+                         stable=True)
+
+
+def borderness_factors(boxes, x, y):
+    """The separable factors of LPSNet's geometric border-ness of pixel centres in boxes:
+    border-ness = sqrt(bx[n, column] * by[n, row]) with bx = min(l, r) / max(l, r) and
+    by = min(t, b) / max(t, b), l, r, t, b the distances to the box's sides (0 outside).
+
+    Args: boxes float [N, 4]; x [w], y [h] pixel centres. Returns: bx [N, w], by [N, h].
+    """
+    def ratio(a, b):
+        a, b = a.clamp(min=0), b.clamp(min=0)
+        return torch.minimum(a, b) / torch.maximum(a, b).clamp(min=1e-6)
+    bx = ratio(x[None, :] - boxes[:, 0:1], boxes[:, 2:3] - x[None, :])
+    by = ratio(y[None, :] - boxes[:, 1:2], boxes[:, 3:4] - y[None, :])
+    return bx, by
+
+
+def closest_borderness(sem_class, boxes, classes, scores, valid, inside_x, inside_y, overlap,
+                       borderness_map, x, y):
+    """LPSNet's paste by confidence with closest border-ness for same-class overlaps
+    (*LPSNet*, section 3.4): masks are kept or discarded as ``paste`` does; a pixel in the
+    masks of several kept boxes goes to the box whose geometric border-ness at the pixel is
+    closest to the predicted one (an exact tie: the earlier box in paste order).
+
+    Args: as ``paste``, and boxes float [N, 4], borderness_map float [h, w] (predicted
+    border-ness in [0, 1]), x [w], y [h] pixel centres.
+    Returns: det_slot int64 [h, w], is_det bool [h, w].
+    """
+    det_slot, taken, masks, kept = paste_with_masks(sem_class, classes, scores, valid,
+                                                    inside_x, inside_y, overlap)
+    claims = masks & kept[:, None, None]                                           # [N, h, w]
+    contested = claims.sum(0) >= 2
+    bx, by = borderness_factors(boxes, x, y)
+    geometric = torch.sqrt(by[:, :, None] * bx[:, None, :])                      # [N, h, w]
+    distance = torch.where(claims, (geometric - borderness_map.float()).abs(), float('inf'))
+    closest = distance == distance.amin(0)
+    rank = torch.empty_like(kept, dtype=torch.long).scatter_(
+        0, paste_order(scores, valid), torch.arange(kept.shape[0], device=kept.device))
+    winner = torch.where(closest, -rank[:, None, None], torch.iinfo(torch.long).min).argmax(0)
+    return torch.where(contested, winner, det_slot), taken
 
 
 def own_mask_area(sem_class, classes, inside_x, inside_y):
@@ -194,3 +248,55 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     boxes = torch.stack([x1 - half_x, y1 - half_y, x2 + half_x, y2 + half_y], 1)
     boxes = torch.where(valid[:, None], boxes, 0.0)
     return nearest.view(h, w), is_det, boxes, scores, classes, valid
+
+
+def class_mask_counts(sem_class, classes, thing_channels, inside_x, inside_y):
+    """How many box masks of each thing class cover each pixel (a box's mask: its pixels
+    whose semantic class is its class), computed by separability without [N, h, w].
+
+    Args: sem_class int64 [h, w]; classes int64 [N]; thing_channels int64 [T];
+    inside_x bool [w, N], inside_y bool [h, N]. Returns: float [T, h, w].
+    """
+    of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
+    boxes = torch.einsum('hn,wn,tn->thw', inside_y.float(), inside_x.float(), of_class)
+    return boxes * (sem_class[None] == thing_channels[:, None, None])
+
+
+def mask_means(values, sem_class, classes, thing_channels, inside_x, inside_y):
+    """The mean of values[t] over each detection's box mask (t its thing class), float [N]
+    (0 for an empty mask).
+
+    Args: values float [T, h, w]; the rest as class_mask_counts.
+    """
+    of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
+    own = (sem_class[None] == thing_channels[:, None, None]).float()             # [T, h, w]
+    ix, iy = inside_x.float(), inside_y.float()
+    total = torch.einsum('thw,hn,wn,tn->n', values.float() * own, iy, ix, of_class)
+    area = torch.einsum('thw,hn,wn,tn->n', own, iy, ix, of_class)
+    return total / area.clamp(min=1)
+
+
+def spatial_ranking_scores(module, sem_class, classes, thing_channels, inside_x, inside_y):
+    """OANet's instance ranking scores (*OANet*, section 3.2, equation 3): the instance map
+    (1 where a box mask of the class lies) through the spatial ranking module, softmax over
+    its channels, each instance's score the mean over its mask of its class's probability.
+
+    Args: module: SpatialRankingModule; the rest as class_mask_counts.
+    Returns: float [N].
+    """
+    instance_map = (class_mask_counts(sem_class, classes, thing_channels, inside_x,
+                                      inside_y) > 0).float()
+    probability = torch.softmax(module(instance_map[None])[0], 0)[:-1]       # [T, h, w]
+    return mask_means(probability, sem_class, classes, thing_channels, inside_x, inside_y)
+
+
+def refined_assignment(refined, scores, valid):
+    """The refined masks replace the box-cropped ones; a pixel goes to the highest-scoring
+    detection whose mask holds it (then the lower index).
+
+    Args: refined bool [N, h, w] (the masks after refinement); scores float [N]; valid bool
+    [N]. Returns: det_slot int64 [h, w], is_det bool [h, w].
+    """
+    held = refined & valid[:, None, None]
+    key = torch.where(held, scores.float()[:, None, None], NEG_INF)
+    return key.argmax(0), held.any(0)
