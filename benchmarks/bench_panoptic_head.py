@@ -23,6 +23,8 @@ import torch
 
 from common import machine_description
 from panoptic_ros.core.head import FORMS, POLICIES, PanopticHead, PanopticHeadConfig
+from panoptic_ros.core.head.learned import MaskRefinement, SpatialRankingModule
+from panoptic_ros.core.head.policies import REGISTRY
 
 IS_THING = [False] * 5 + [True] * 6
 SIZES = [(480, 640), (576, 864), (720, 1280)]
@@ -51,6 +53,23 @@ def make_heatmap(height, width, device, max_detections=100, seed=0):
     cols = torch.randint(0, w, (max_detections,), generator=gen)
     heatmap[0, rows, cols] = 0.5 + 0.5 * torch.rand(max_detections, generator=gen)
     return heatmap.to(device)
+
+
+def make_borderness(height, width, device, seed=0):
+    """A predicted border-ness map [1, h, w] in [0, 1] (closest_borderness's input)."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    return torch.rand(1, height // 4, width // 4, generator=gen).to(device)
+
+
+def make_learned(policy, device, seed=0):
+    """The policy's learned part at its initialisation (its cost does not depend on the
+    weights), or None."""
+    torch.manual_seed(seed)
+    things = sum(IS_THING)
+    module = {'spatial_ranking': lambda: SpatialRankingModule(things),
+              'refined': lambda: MaskRefinement(things, len(IS_THING))}.get(
+        REGISTRY[policy].learned)
+    return None if module is None else module().to(device)
 
 
 def time_head(fn, device, repeats, warmup=3):
@@ -95,8 +114,10 @@ def main():
             for detections in args.detections:
                 inputs = make_inputs(height, width, args.device, detections)
                 heatmap = make_heatmap(height, width, args.device, detections)
+                borderness = make_borderness(height, width, args.device)
                 for policy, form in [(p, f) for p in POLICIES for f in args.forms]:
-                    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy), form)
+                    head = PanopticHead(IS_THING, PanopticHeadConfig(policy=policy), form,
+                                        make_learned(policy, args.device))
                     head = head.to(args.device)
                     forward = head.forward
                     if args.compile:
@@ -105,7 +126,8 @@ def main():
                     def run():
                         with torch.inference_mode():
                             return forward(*inputs, image_size=(height, width),
-                                           upsample=upsample, center_heatmap=heatmap)
+                                           upsample=upsample, center_heatmap=heatmap,
+                                           borderness_map=borderness)
 
                     p50, p95 = time_head(run, args.device, args.repeats)
                     row = f'| {height} x {width} | {resolution} | {detections} | {policy} | ' \

@@ -85,7 +85,9 @@ def reference_head(sem_logits, center_offsets, boxes, scores, classes, valid, is
                                         np.float32(borderness_map[r, c])) for i in holders]
                         det[r, c] = holders[int(np.argmin(distance))]   # earliest on a tie
     elif policy == 'refined':
-        refined, logits = refined_masks(own, sem_logits, classes, things, learned)
+        in_box = np.array([[[inside(i, r, c) for c in range(w)] for r in range(h)]
+                           for i in range(n)], bool).reshape(n, h, w)
+        refined, logits = refined_masks(own, in_box, sem_logits, classes, things, learned)
         if np.abs(logits).min() < 1e-4:
             raise BorderlineCase('a refinement logit within 1e-4 of the 0.5 threshold')
         for r in range(h):
@@ -181,10 +183,11 @@ def spatial_ranking(own, classes, things, module):
             else 0.0 for i in range(n)]
 
 
-def refined_masks(own, sem_logits, classes, things, module):
+def refined_masks(own, in_box, sem_logits, classes, things, module):
     """The INRIA refinement by loops (float64): per detection its class's channel-wise
-    k x k convolution of [mask, probabilities] and the 1 x 1 reduction; logit > 0 where the
-    class is enabled, the box-cropped mask elsewhere. Returns (bool [N, h, w], the logits)."""
+    k x k convolution of [mask, probabilities] and the 1 x 1 reduction; logit > 0 within k // 2
+    pixels of the box where the class is enabled, the box-cropped mask elsewhere.
+    Returns (bool [N, h, w], the logits)."""
     n, h, w = own.shape
     p = np.exp(sem_logits.astype(np.float64) - sem_logits.max(0))
     p /= p.sum(0)
@@ -205,7 +208,11 @@ def refined_masks(own, sem_logits, classes, things, module):
                 hidden = (window * dw[t]).sum((1, 2)) + dwb[t]
                 logits[i, r, c] = (hidden * pw[t]).sum() + pwb[t]
         if module.enabled[t]:
-            refined[i] = logits[i] > 0
+            for r in range(h):
+                for c in range(w):
+                    near = in_box[i, max(r - k // 2, 0):r + k // 2 + 1,
+                                  max(c - k // 2, 0):c + k // 2 + 1].any()
+                    refined[i, r, c] = logits[i, r, c] > 0 and near
     return refined, logits
 
 

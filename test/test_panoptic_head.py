@@ -471,3 +471,136 @@ def test_a_policy_without_its_network_output_is_refused():
     with pytest.raises(ValueError, match='center heatmap'):
         head(logits, offsets, *pad_detections(torch.zeros(0, 4), torch.zeros(0),
                                               torch.zeros(0, dtype=torch.int64), 4))
+
+
+def test_closest_borderness_gives_an_overlap_pixel_to_the_closer_box():
+    # Two car boxes overlapping on columns 10-14; the whole area is car. Border-ness of pixel
+    # (row 5, column 12) (centre 12.5, 5.5) in box A [0, 0, 15, 11]: sqrt(2.5/12.5 * 5.5/5.5)
+    # = 0.447; in box B [10, 0, 30, 11]: sqrt(2.5/17.5 * 1) = 0.378. A predicted 0.38 is
+    # closer to B's: the pixel goes to B although A is the more confident and paste gives it
+    # to A.
+    logits = scene(11, 30)
+    logits[CAR] = 3.0
+    inputs = head_inputs(logits, [[0, 0, 15, 11], [10, 0, 30, 11]], [0.9, 0.8], [CAR, CAR])
+    borderness = torch.full((1, 11, 30), 0.38)
+    head = PanopticHead(IS_THING, PanopticHeadConfig(policy='closest_borderness',
+                                                     stuff_area_fraction=0, paste_overlap=1.0))
+    pasted = PanopticHead(IS_THING, PanopticHeadConfig(policy='paste', stuff_area_fraction=0,
+                                                       paste_overlap=1.0))(*inputs)
+    assert pasted.panoptic[5, 12] == 3001
+    for form in FORMS:
+        head.form = form
+        head._assign = getattr(head.policy, form)
+        out = head(*inputs, borderness_map=borderness)
+        assert out.panoptic[5, 12] == 3002, form
+        # Outside the overlap nothing changes; a predicted 0.45 keeps the pixel in A.
+        assert torch.equal(out.panoptic[:, :10], pasted.panoptic[:, :10])
+        assert head(*inputs, borderness_map=torch.full((1, 11, 30), 0.45)).panoptic[5, 12] \
+            == 3001
+
+
+def test_a_ranking_map_that_prefers_the_smaller_instance_puts_it_on_top():
+    # A small car box inside a large one, the large one more confident: highest_confidence
+    # gives the overlap to the large. The ranking module here scores a pixel of class car by
+    # the 3 x 3 sum of the car instance map ('no thing' logit 0): lower at the union's edge,
+    # which only the large mask reaches, so the small instance ranks higher and wins.
+    logits = scene(20, 20)
+    logits[CAR, 2:18, 2:18] = 3.0
+    inputs = head_inputs(logits, [[2, 2, 18, 18], [6, 6, 14, 14]], [0.9, 0.5], [CAR, CAR])
+    module = SpatialRankingModule(2, kernel=3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+        module.left[0].weight[0, 0, :, 0] = 1.0
+        module.left[1].weight[0, 0, 0, :] = 1.0
+    head = PanopticHead(IS_THING, PanopticHeadConfig(policy='spatial_ranking',
+                                                     stuff_area_fraction=0), learned=module)
+    # The ranking scores by hand: the mean over each mask of softmax([3x3 sum, 0, 0])[car].
+    union = torch.zeros(20, 20)
+    union[2:18, 2:18] = 1.0
+    box_sum = torch.nn.functional.conv2d(union[None, None], torch.ones(1, 1, 3, 3),
+                                         padding=1)[0, 0]
+    p_car = torch.exp(box_sum) / (torch.exp(box_sum) + 2)
+    expected = [p_car[2:18, 2:18].mean(), p_car[6:14, 6:14].mean()]
+    policy_inputs = dict(zip(('sem_logits', 'center_offsets', 'boxes', 'scores', 'classes',
+                              'valid'), inputs))
+    from panoptic_ros.core.head import reference
+    sem_class = policy_inputs['sem_logits'].argmax(0)
+    x = torch.arange(20) + 0.5
+    inside_x, inside_y = reference.box_membership(policy_inputs['boxes'],
+                                                  policy_inputs['valid'], x, x)
+    scores = reference.spatial_ranking_scores(module, sem_class, policy_inputs['classes'],
+                                              head.thing_channels, inside_x, inside_y)
+    torch.testing.assert_close(scores[:2], torch.stack(expected))
+    assert scores[1] > scores[0]
+    for form in FORMS:
+        head.form = form
+        head._assign = getattr(head.policy, form)
+        out = head(*inputs)
+        assert (out.panoptic[6:14, 6:14] == 3002).all(), form
+        assert out.panoptic[3, 3] == 3001
+    confident = make_head('highest_confidence', stuff_area_fraction=0)(*inputs)
+    assert (confident.panoptic[6:14, 6:14] == 3001).all()
+
+
+def test_a_refinement_net_with_fixed_weights_changes_a_mask_as_computed_by_hand():
+    # One car box over the whole 8 x 8 image; the car pixels: a 2 x 2 block at rows 2-3,
+    # columns 2-3, and an isolated pixel at (6, 6). The car network: the 3 x 3 sum of the mask,
+    # minus 1.5, semantic channels ignored: a pixel is kept or added with >= 2 mask pixels in
+    # its 3 x 3 window. By hand: the block stays, its 8 edge neighbours (each sees 2 block
+    # pixels) join, its diagonal corners (1 each) and the isolated pixel (1) do not.
+    logits = scene(8, 8)
+    logits[CAR, 2:4, 2:4] = 3.0
+    logits[CAR, 6, 6] = 3.0
+    inputs = head_inputs(logits, [[0, 0, 8, 8]], [0.9], [CAR])
+    module = MaskRefinement(2, 4, kernel=3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+        module.depthwise[0, 0] = 1.0
+        module.pointwise[0, 0] = 1.0
+        module.pointwise_bias[0] = -1.5
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:4, 1:5] = True
+    expected[1:5, 2:4] = True
+    for form in FORMS:
+        head = PanopticHead(IS_THING, PanopticHeadConfig(policy='refined',
+                                                         stuff_area_fraction=0), form, module)
+        out = head(*inputs)
+        assert torch.equal(out.panoptic == 3001, expected), form
+        assert out.panoptic[6, 6] == 0          # an unexplained car pixel: void (unknowns)
+    # With the class's refinement switched off the box-cropped mask is used as it is.
+    module.enabled[0] = False
+    out = PanopticHead(IS_THING, PanopticHeadConfig(policy='refined', stuff_area_fraction=0),
+                       learned=module)(*inputs)
+    assert torch.equal(out.panoptic == 3001, torch.from_numpy(logits[CAR] == 3.0))
+
+
+def test_refinement_fast_logits_equal_the_reference():
+    torch.manual_seed(0)
+    module = MaskRefinement(3, 5, kernel=5)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p))
+    masks = (torch.rand(7, 12, 15) < 0.4).float()
+    probability = torch.softmax(torch.randn(5, 12, 15), 0)
+    thing_index = torch.randint(0, 3, (7,))
+    torch.testing.assert_close(module.fast_logits(masks, probability, thing_index),
+                               module.reference_logits(masks, probability, thing_index))
+
+
+def test_center_grouping_fast_form_equals_reference_form():
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        case = random_case(rng, num_detections=int(rng.integers(1, 30)))
+        h, w = case['sem_logits'].shape[1:]
+        heatmap = torch.from_numpy(rng.random((1, h, w)).astype(np.float32)) * \
+            float(rng.choice([0.05, 1.0]))     # sometimes no centre above the threshold
+        t = {k: torch.as_tensor(v) for k, v in case.items() if k not in ('is_thing', 'learned')}
+        outs = [PanopticHead(case['is_thing'], PanopticHeadConfig(
+            policy='center_grouping', stuff_area_fraction=0.0), form)(
+                t['sem_logits'], t['center_offsets'], t['boxes'], t['scores'], t['classes'],
+                t['valid'], center_heatmap=heatmap) for form in FORMS]
+        assert torch.equal(outs[0].panoptic, outs[1].panoptic)
+        assert torch.equal(outs[0].box, outs[1].box)
+        torch.testing.assert_close(outs[0].score, outs[1].score)

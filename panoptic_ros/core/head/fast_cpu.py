@@ -248,3 +248,59 @@ def closest_borderness_in_windows(sem_class, boxes, scores, classes, valid, over
         best[window][wins] = distance[wins]
         taken[window] |= mask
     return torch.from_numpy(det_slot), torch.from_numpy(taken)
+
+
+def refined_in_windows(sem_class, boxes, scores, classes, valid, x, y, semantic, kernels,
+                       enabled, thing_index):
+    """The refined policy on the CPU: each detection's refinement computed in its box's
+    window grown by the kernel radius (where its mask can reach), painted in increasing
+    (score, -index) order so that the highest score, then the lower index, holds a pixel.
+
+    Args: semantic float [T, h, w] (MaskRefinement.semantic_term); kernels [N, k, k]
+    (mask_kernels); enabled bool [N] (its class's refinement on); thing_index int64 [N].
+    Returns (det_slot int64 [h, w], is_det bool [h, w]).
+    """
+    h, w = sem_class.shape
+    k = kernels.shape[-1]
+    r = k // 2
+    r0 = (y[None, :] < boxes[:, 1:2]).sum(1).tolist()
+    r1 = (y[None, :] <= boxes[:, 3:4]).sum(1).tolist()
+    c0 = (x[None, :] < boxes[:, 0:1]).sum(1).tolist()
+    c1 = (x[None, :] <= boxes[:, 2:3]).sum(1).tolist()
+    order = sorted(range(scores.shape[0]), key=lambda n: (float(scores[n]), -n))
+    is_valid, refine = valid.tolist(), enabled.tolist()
+    category, network = classes.tolist(), thing_index.tolist()
+    det_slot = torch.zeros(h, w, dtype=torch.long)
+    is_det = torch.zeros(h, w, dtype=torch.bool)
+    for n in order:
+        if not is_valid[n] or r1[n] <= r0[n] or c1[n] <= c0[n]:
+            continue
+        if not refine[n]:
+            window = (slice(r0[n], r1[n]), slice(c0[n], c1[n]))
+            held = sem_class[window] == category[n]
+        else:
+            top, left = max(r0[n] - r, 0), max(c0[n] - r, 0)
+            window = (slice(top, min(r1[n] + r, h)), slice(left, min(c1[n] + r, w)))
+            mask = torch.zeros(window[0].stop - top, window[1].stop - left)
+            box = (slice(r0[n] - top, r1[n] - top), slice(c0[n] - left, c1[n] - left))
+            mask[box] = (sem_class[r0[n]:r1[n], c0[n]:c1[n]] == category[n]).float()
+            part = torch.nn.functional.conv2d(mask[None, None], kernels[n][None, None],
+                                              padding=r)[0, 0]
+            held = semantic[network[n]][window] + part > 0
+        det_slot[window] = torch.where(held, n, det_slot[window])
+        is_det[window] |= held
+    return det_slot, is_det
+
+
+def nearest_centres_of_members(px, py, cx, cy, is_centre, member):
+    """reference.nearest_centres on the CPU for the member (thing) pixels only and the real
+    centres only (they are the first slots: top-k sorts them first); other pixels get 0.
+    The same float32 expression, so the same choice on every member pixel."""
+    k = int(is_centre.sum())
+    nearest = torch.zeros(px.numel(), dtype=torch.long)
+    pixels = torch.nonzero(member)[:, 0]
+    if k and pixels.numel():
+        qx, qy = px.flatten()[pixels], py.flatten()[pixels]
+        distance = (qx - cx[:k, None]) ** 2 + (qy - cy[:k, None]) ** 2              # [k, P]
+        nearest[pixels] = distance.argmin(0)
+    return nearest.view(px.shape)

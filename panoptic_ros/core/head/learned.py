@@ -95,16 +95,22 @@ class MaskRefinement(torch.nn.Module):
         """reference_logits by linearity (no activation between the two convolutions): the
         semantic part depends on the class only, computed once per class [T, h, w]; the mask
         part is one k x k convolution per instance."""
-        n, k = masks.shape[0], self.kernel
-        # Semantic part per class: sum_c pointwise[t, c] (depthwise[t, c] * P_c + bias[t, c]).
-        weight = (self.depthwise[:, 1:] * self.pointwise[:, 1:, None, None])     # [T, C, k, k]
-        semantic = F.conv2d(probabilities[None], weight, padding=k // 2)[0]        # [T, h, w]
-        constant = (self.depthwise_bias * self.pointwise).sum(1) + self.pointwise_bias  # [T]
-        semantic = semantic + constant[:, None, None]
-        # Mask part per instance: pointwise[t, 0] x (depthwise[t, 0] * mask).
-        kernel = (self.depthwise[:, 0] * self.pointwise[:, 0, None, None])[thing_index]
-        mask_part = F.conv2d(masks[None], kernel[:, None], padding=k // 2, groups=n)[0]
-        return semantic[thing_index] + mask_part
+        k = self.kernel
+        mask_part = F.conv2d(masks[None], self.mask_kernels(thing_index)[:, None],
+                             padding=k // 2, groups=masks.shape[0])[0]
+        return self.semantic_term(probabilities)[thing_index] + mask_part
+
+    def semantic_term(self, probabilities):
+        """The logit's part that the semantic probabilities [C, h, w] give each class's
+        network, with every bias: float [T, h, w]."""
+        weight = self.depthwise[:, 1:] * self.pointwise[:, 1:, None, None]      # [T, C, k, k]
+        semantic = F.conv2d(probabilities[None], weight, padding=self.kernel // 2)[0]
+        constant = (self.depthwise_bias * self.pointwise).sum(1) + self.pointwise_bias
+        return semantic + constant[:, None, None]
+
+    def mask_kernels(self, thing_index):
+        """Each instance's k x k kernel on its mask (depthwise x pointwise), [N, k, k]."""
+        return (self.depthwise[:, 0] * self.pointwise[:, 0, None, None])[thing_index]
 
     def config(self):
         return {'num_things': self.num_things, 'num_classes': self.num_classes,

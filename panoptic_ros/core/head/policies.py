@@ -151,8 +151,9 @@ class Paste:
 class CenterGrouping:
     """Panoptic-DeepLab's box-free grouping (*Panoptic-DeepLab*, section 3): instance centres
     by keypoint NMS on the center heatmap, thing pixels to the nearest centre after their
-    offset, classes by majority vote; the detection branch is not read. One form (dense,
-    static shapes) for every device."""
+    offset, classes by majority vote; the detection branch is not read. The reference form
+    is dense with static shapes (any device, capturable); the fast CPU form computes the
+    distances for the thing pixels and the real centres only."""
 
     name = 'center_grouping'
     needs = ('center_heatmap',)
@@ -167,7 +168,14 @@ class CenterGrouping:
             inputs.is_thing, inputs.x, inputs.y, inputs.center_kernel, inputs.center_threshold,
             inputs.scores.shape[0])
 
-    fast = reference
+    def fast(self, inputs):
+        if not inputs.on_cpu:
+            return self.reference(inputs)
+        return reference.center_grouping(
+            _required(inputs.center_heatmap, self.name, 'center heatmap'),
+            inputs.center_offsets, inputs.sem_logits, inputs.sem_class, inputs.is_thing,
+            inputs.x, inputs.y, inputs.center_kernel, inputs.center_threshold,
+            inputs.scores.shape[0], fast_cpu.nearest_centres_of_members)
 
 
 class ClosestBorderness:
@@ -224,24 +232,37 @@ class Refined:
         return self._assign(inputs, 'reference_logits')
 
     def fast(self, inputs):
-        return self._assign(inputs, 'fast_logits')
-
-    def refined_logits(self, inputs, form='fast_logits'):
-        """(box-cropped masks bool [N, h, w], refinement logits float [N, h, w], each
-        detection's thing index int64 [N])."""
+        if not inputs.on_cpu:
+            return self._assign(inputs, 'fast_logits')
         module = _required(inputs.learned, self.name, 'refinement networks')
-        masks = (inputs.inside_y.T[:, :, None] & inputs.inside_x.T[:, None, :]
-                 & (inputs.sem_class == inputs.classes[:, None, None]))
-        thing_index = torch.searchsorted(inputs.thing_channels, inputs.classes).clamp(
+        thing_index = self.thing_index(inputs)
+        return fast_cpu.refined_in_windows(
+            inputs.sem_class, inputs.boxes, inputs.scores, inputs.classes, inputs.valid,
+            inputs.x, inputs.y, module.semantic_term(torch.softmax(inputs.sem_logits, 0)),
+            module.mask_kernels(thing_index), module.enabled.take(thing_index), thing_index)
+
+    @staticmethod
+    def thing_index(inputs):
+        """Each detection's refinement network, int64 [N]."""
+        return torch.searchsorted(inputs.thing_channels, inputs.classes).clamp(
             max=inputs.thing_channels.shape[0] - 1)
-        probability = torch.softmax(inputs.sem_logits, 0)
-        return masks, getattr(module, form)(masks.float(), probability, thing_index), \
-            thing_index
+
+    def refined_masks(self, inputs, form='fast_logits'):
+        """(box-cropped masks bool [N, h, w], refined masks bool [N, h, w]): where the class
+        has its refinement enabled, logit > 0 within the kernel's reach of the box."""
+        module = _required(inputs.learned, self.name, 'refinement networks')
+        inside = inputs.inside_y.T[:, :, None] & inputs.inside_x.T[:, None, :]
+        masks = inside & (inputs.sem_class == inputs.classes[:, None, None])
+        thing_index = self.thing_index(inputs)
+        logits = getattr(module, form)(masks.float(), torch.softmax(inputs.sem_logits, 0),
+                                       thing_index)
+        k = module.kernel
+        reach = torch.nn.functional.max_pool2d(inside[None].float(), k, 1, k // 2)[0] > 0
+        enabled = module.enabled.take(thing_index)[:, None, None]
+        return masks, torch.where(enabled, (logits > 0) & reach, masks)
 
     def _assign(self, inputs, form):
-        masks, logits, thing_index = self.refined_logits(inputs, form)
-        enabled = inputs.learned.enabled.take(thing_index)[:, None, None]
-        refined = torch.where(enabled, logits > 0, masks)
+        _, refined = self.refined_masks(inputs, form)
         return reference.refined_assignment(refined, inputs.scores, inputs.valid)
 
 

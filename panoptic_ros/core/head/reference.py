@@ -188,7 +188,7 @@ def own_mask_area(sem_class, classes, inside_x, inside_y):
 
 
 def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x, y, kernel,
-                    threshold, slots):
+                    threshold, slots, nearest_centre=None):
     """Panoptic-DeepLab's box-free grouping (*Panoptic-DeepLab*, section 3, inference).
 
     Keypoint NMS keeps the heatmap's local maxima (max-pool of ``kernel`` cells) above
@@ -200,7 +200,9 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
 
     Args: heatmap float [h, w]; center_offsets float [2, h, w]; sem_logits float [C, h, w];
     sem_class int64 [h, w]; is_thing bool [C]; x [w], y [h] pixel centres (input pixels);
-    kernel odd int; threshold float; slots int (N).
+    kernel odd int; threshold float; slots int (N); nearest_centre: a faster function of
+    (px, py, cx, cy, is_centre, member) giving each pixel's nearest centre, the same values
+    where member is set (default ``nearest_centres``).
     Returns: det_slot int64 [h, w], is_det bool [h, w], boxes float [N, 4], scores [N],
     classes int64 [N] (a thing channel), valid bool [N].
     """
@@ -219,9 +221,8 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     cx, cy = x.take(peak_index % w), y.take(torch.div(peak_index, w, rounding_mode='floor'))
     px = x[None, :] + center_offsets[0].float()                                  # [h, w]
     py = y[:, None] + center_offsets[1].float()
-    distance = (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2    # [N, h, w]
-    nearest = torch.where(is_centre[:, None, None], distance, float('inf')).argmin(0)
     member = (is_thing.take(sem_class) & is_centre.any()).flatten()               # [h w]
+    nearest = (nearest_centre or nearest_centres)(px, py, cx, cy, is_centre, member)
     index = nearest.flatten()
     # Majority vote of the semantic classes inside each instance.
     votes = torch.zeros(slots * num_classes, device=device).index_add_(
@@ -258,7 +259,8 @@ def class_mask_counts(sem_class, classes, thing_channels, inside_x, inside_y):
     inside_x bool [w, N], inside_y bool [h, N]. Returns: float [T, h, w].
     """
     of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
-    boxes = torch.einsum('hn,wn,tn->thw', inside_y.float(), inside_x.float(), of_class)
+    rows = inside_y.float()[None] * of_class[:, None, :]                          # [T, h, N]
+    boxes = rows @ inside_x.float().T                                             # [T, h, w]
     return boxes * (sem_class[None] == thing_channels[:, None, None])
 
 
@@ -270,9 +272,10 @@ def mask_means(values, sem_class, classes, thing_channels, inside_x, inside_y):
     """
     of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
     own = (sem_class[None] == thing_channels[:, None, None]).float()             # [T, h, w]
-    ix, iy = inside_x.float(), inside_y.float()
-    total = torch.einsum('thw,hn,wn,tn->n', values.float() * own, iy, ix, of_class)
-    area = torch.einsum('thw,hn,wn,tn->n', own, iy, ix, of_class)
+    both = torch.cat([values.float() * own, own])                               # [2T, h, w]
+    per_row = both @ inside_x.float()                                            # [2T, h, N]
+    sums = (per_row * inside_y.float()[None]).sum(1).view(2, -1, classes.shape[0])  # [2,T,N]
+    total, area = (sums * of_class[None]).sum(1)
     return total / area.clamp(min=1)
 
 
@@ -300,3 +303,13 @@ def refined_assignment(refined, scores, valid):
     held = refined & valid[:, None, None]
     key = torch.where(held, scores.float()[:, None, None], NEG_INF)
     return key.argmax(0), held.any(0)
+
+
+def nearest_centres(px, py, cx, cy, is_centre, member):
+    """The nearest centre (the lower slot on a tie) of every pixel after its offset.
+
+    Args: px, py float [h, w] (pixel + offset); cx, cy [N]; is_centre bool [N]; member bool
+    [h w] (unused here: every pixel is computed). Returns: int64 [h, w].
+    """
+    distance = (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2    # [N, h, w]
+    return torch.where(is_centre[:, None, None], distance, float('inf')).argmin(0)
