@@ -272,6 +272,7 @@ def refined_in_windows(sem_class, boxes, scores, classes, valid, x, y, semantic,
     category, network = classes.tolist(), thing_index.tolist()
     det_slot = torch.zeros(h, w, dtype=torch.long)
     is_det = torch.zeros(h, w, dtype=torch.bool)
+    labels, semantic, weights = (t.detach().numpy() for t in (sem_class, semantic, kernels))
     for n in order:
         if not is_valid[n] or r1[n] <= r0[n] or c1[n] <= c0[n]:
             continue
@@ -281,12 +282,16 @@ def refined_in_windows(sem_class, boxes, scores, classes, valid, x, y, semantic,
         else:
             top, left = max(r0[n] - r, 0), max(c0[n] - r, 0)
             window = (slice(top, min(r1[n] + r, h)), slice(left, min(c1[n] + r, w)))
-            mask = torch.zeros(window[0].stop - top, window[1].stop - left)
-            box = (slice(r0[n] - top, r1[n] - top), slice(c0[n] - left, c1[n] - left))
-            mask[box] = (sem_class[r0[n]:r1[n], c0[n]:c1[n]] == category[n]).float()
-            part = torch.nn.functional.conv2d(mask[None, None], kernels[n][None, None],
-                                              padding=r)[0, 0]
-            held = semantic[network[n]][window] + part > 0
+            height, width = window[0].stop - top, window[1].stop - left
+            padded = np.zeros((height + 2 * r, width + 2 * r), np.float32)
+            padded[r0[n] - top + r:r1[n] - top + r, c0[n] - left + r:c1[n] - left + r] = \
+                labels[r0[n]:r1[n], c0[n]:c1[n]] == category[n]
+            part = np.zeros((height, width), np.float32)   # the k x k cross-correlation
+            for i in range(k):
+                for j in range(k):
+                    if weights[n][i, j] != 0:
+                        part += weights[n][i, j] * padded[i:i + height, j:j + width]
+            held = torch.from_numpy(semantic[network[n]][window] + part > 0)
         det_slot[window] = torch.where(held, n, det_slot[window])
         is_det[window] |= held
     return det_slot, is_det
@@ -301,6 +306,6 @@ def nearest_centres_of_members(px, py, cx, cy, is_centre, member):
     pixels = torch.nonzero(member)[:, 0]
     if k and pixels.numel():
         qx, qy = px.flatten()[pixels], py.flatten()[pixels]
-        distance = (qx - cx[:k, None]) ** 2 + (qy - cy[:k, None]) ** 2              # [k, P]
-        nearest[pixels] = distance.argmin(0)
+        distance = (qx[:, None] - cx[None, :k]) ** 2 + (qy[:, None] - cy[None, :k]) ** 2
+        nearest[pixels] = distance.argmin(1)                                         # [P]
     return nearest.view(px.shape)

@@ -11,6 +11,7 @@ import torch
 NEG_INF = float('-inf')
 
 
+
 # Geometry depends only on the grid and image sizes: computed once per camera, then cached
 # (read-only tensors).
 @functools.lru_cache(maxsize=16)
@@ -251,32 +252,52 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     return nearest.view(h, w), is_det, boxes, scores, classes, valid
 
 
+def box_ranges(inside_x, inside_y):
+    """Each box's grid rows [r0, r1) and columns [c0, c1) (empty for padding), int64 [N] each:
+    pixel centres increase along each axis, so a box covers a contiguous range."""
+    rows, cols = inside_y.sum(0), inside_x.sum(0)
+    r0 = torch.where(rows > 0, inside_y.int().argmax(0), 0)
+    c0 = torch.where(cols > 0, inside_x.int().argmax(0), 0)
+    return r0, r0 + rows, c0, c0 + cols
+
+
 def class_mask_counts(sem_class, classes, thing_channels, inside_x, inside_y):
     """How many box masks of each thing class cover each pixel (a box's mask: its pixels
-    whose semantic class is its class), computed by separability without [N, h, w].
+    whose semantic class is its class); the boxes by a 2-D difference array, without
+    [N, h, w] (static shapes).
 
     Args: sem_class int64 [h, w]; classes int64 [N]; thing_channels int64 [T];
     inside_x bool [w, N], inside_y bool [h, N]. Returns: float [T, h, w].
     """
-    of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
-    rows = inside_y.float()[None] * of_class[:, None, :]                          # [T, h, N]
-    boxes = rows @ inside_x.float().T                                             # [T, h, w]
+    (h, w), t = sem_class.shape, thing_channels.shape[0]
+    r0, r1, c0, c1 = box_ranges(inside_x, inside_y)
+    of_class = torch.searchsorted(thing_channels, classes).clamp(max=t - 1)
+    real = ((r1 > r0) & (c1 > c0) & (thing_channels.take(of_class) == classes)).float()
+    corners = torch.zeros(t, h + 1, w + 1, device=sem_class.device)
+    for rows, cols, sign in ((r0, c0, 1.0), (r0, c1, -1.0), (r1, c0, -1.0), (r1, c1, 1.0)):
+        corners.index_put_((of_class, rows, cols), sign * real, accumulate=True)
+    boxes = corners.cumsum(1).cumsum(2)[:, :h, :w]
     return boxes * (sem_class[None] == thing_channels[:, None, None])
 
 
 def mask_means(values, sem_class, classes, thing_channels, inside_x, inside_y):
     """The mean of values[t] over each detection's box mask (t its thing class), float [N]
-    (0 for an empty mask).
+    (0 for an empty mask), by integral images (float64) of values x own-class pixels.
 
     Args: values float [T, h, w]; the rest as class_mask_counts.
     """
-    of_class = (classes[None, :] == thing_channels[:, None]).float()                # [T, N]
-    own = (sem_class[None] == thing_channels[:, None, None]).float()             # [T, h, w]
-    both = torch.cat([values.float() * own, own])                               # [2T, h, w]
-    per_row = both @ inside_x.float()                                            # [2T, h, N]
-    sums = (per_row * inside_y.float()[None]).sum(1).view(2, -1, classes.shape[0])  # [2,T,N]
-    total, area = (sums * of_class[None]).sum(1)
-    return total / area.clamp(min=1)
+    (h, w), t = sem_class.shape, thing_channels.shape[0]
+    own = (sem_class[None] == thing_channels[:, None, None]).double()           # [T, h, w]
+    both = torch.stack([values.double() * own, own])                          # [2, T, h, w]
+    integral = torch.nn.functional.pad(both.cumsum(2).cumsum(3), (1, 0, 1, 0))
+    r0, r1, c0, c1 = box_ranges(inside_x, inside_y)
+    of_class = torch.searchsorted(thing_channels, classes).clamp(max=t - 1)
+
+    def at(rows, cols):
+        return integral[:, of_class, rows, cols]                                  # [2, N]
+    total, area = at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
+    empty = (r1 <= r0) | (c1 <= c0)
+    return torch.where(empty, 0.0, total / area.clamp(min=1)).float()
 
 
 def spatial_ranking_scores(module, sem_class, classes, thing_channels, inside_x, inside_y):
