@@ -163,6 +163,11 @@ def test_bad_parameter_and_missing_model_exit_2(model_path, ros_env, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "'center_grouping' needs the network output(s) " \
         'center_heatmap' in err, err[-2000:]
+    # A learned policy without its weights next to the model: refused, naming the file.
+    proc = start_node(model_path, ros_env, tmp_path, '-p', 'overlap_policy:=refined')
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "'refined' needs its learned weights at" in err and \
+        f'{model_path.stem}.refined.safetensors' in err, err[-2000:]
 
 
 def test_demo_short_mode(model_path, tmp_path):
@@ -298,6 +303,9 @@ def test_lifecycle_transitions_and_live_parameters(model_path, frame, ros_env, r
         assert not rejected.successful and 'overlap_policy' in rejected.reason
         rejected = set_parameter('overlap_policy', 'center_grouping')   # the light model
         assert not rejected.successful and 'center_heatmap' in rejected.reason, rejected.reason
+        rejected = set_parameter('overlap_policy', 'spatial_ranking')   # no weights
+        assert not rejected.successful and 'learned weights' in rejected.reason, \
+            rejected.reason
         assert set_parameter('overlap_policy', 'smallest_first').successful
         labels.clear()
         assert send_for(60.0, lambda: labels), 'no labels after a live change'
