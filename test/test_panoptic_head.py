@@ -14,6 +14,8 @@ is present. Does not verify speed (benchmarks/bench_panoptic_head.py).
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from panoptic_ros.core.head import (
     FORMS, POLICIES, PanopticHead, PanopticHeadConfig, pad_detections)
@@ -604,3 +606,42 @@ def test_center_grouping_fast_form_equals_reference_form():
         assert torch.equal(outs[0].panoptic, outs[1].panoptic)
         assert torch.equal(outs[0].box, outs[1].box)
         torch.testing.assert_close(outs[0].score, outs[1].score)
+
+
+class DeviceMixing(TorchDispatchMode):
+    """Records every op that mixes a CPU tensor into an op on another device (a copy to the
+    device, which a CUDA graph cannot capture)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+        devices = {t.device.type for t in tensors}
+        if 'cpu' in devices and len(devices) > 1:
+            self.mixed.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('policy', POLICIES)
+def test_reference_form_has_static_shapes_and_no_host_reads(policy):
+    """The reference form runs on the meta device (no data: any host read, .item(), nonzero
+    or bincount's size from the data fails there) and mixes no CPU tensor into its ops: what
+    CUDA-graph capture needs, checked without a GPU (test_cuda.py captures it on one)."""
+    rng = np.random.default_rng(11)
+    case = random_case(rng, num_detections=12)
+    h, w = case['sem_logits'].shape[1:]
+    learned = REGISTRY[policy].learned
+    head = PanopticHead(case['is_thing'], PanopticHeadConfig(policy=policy, min_kept_fraction=0.3),
+                        'reference', case['learned'][learned] if learned else None).to('meta')
+    t = {k: torch.as_tensor(v).to('meta') for k, v in case.items()
+         if k not in ('is_thing', 'learned')}
+    maps = {name: torch.rand(1, h, w).to('meta') for name in ('center_heatmap',
+                                                              'borderness_map')}
+    spy = DeviceMixing()
+    with torch.inference_mode(), spy:
+        out = head(t['sem_logits'], t['center_offsets'], t['boxes'], t['scores'], t['classes'],
+                   t['valid'], image_size=(3 * h, 2 * w), **maps)
+    assert out.panoptic.shape == (3 * h, 2 * w) and out.panoptic.device.type == 'meta'
+    assert not spy.mixed, spy.mixed

@@ -132,13 +132,13 @@ class PanopticHead(torch.nn.Module):
             slots = torch.where(~is_det & self.is_thing.take(sem_class), -1, slots)
         # Instances keeping too little of their own mask.
         if config.min_kept_fraction > 0:
-            won = torch.bincount((slots + 1).flatten(), minlength=num_slots + 1)[1 + num_stuff:]
+            won = reference.counts((slots + 1).flatten(), num_slots + 1)[1 + num_stuff:]
             own_area = reference.own_mask_area(sem_class, classes, inside_x, inside_y)
             drop = won.float() < config.min_kept_fraction * own_area
             slots = torch.where(is_det & drop[det_slot], -1, slots)
         # Small stuff regions.
         if config.stuff_area_fraction > 0:
-            stuff_area = torch.bincount((slots + 1).flatten(), minlength=num_slots + 1)[1:]
+            stuff_area = reference.counts((slots + 1).flatten(), num_slots + 1)[1:]
             small = stuff_area[:num_stuff].float() < config.stuff_area_fraction * h * w  # [S]
             in_small = (slots >= 0) & (slots < num_stuff) & \
                 small.take(slots.clamp(0, num_stuff - 1))

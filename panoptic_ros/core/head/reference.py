@@ -11,6 +11,19 @@ import torch
 NEG_INF = float('-inf')
 
 
+def counts(index, size, weights=None):
+    """torch.bincount(index, weights, minlength=size) for indices in [0, size), with the
+    static size: on CUDA bincount reads the largest index back to the host, which a CUDA
+    graph cannot capture, so other devices than the CPU count with index_add_.
+
+    Args: index int64 [P]; weights [P] or None. Returns: [size], int64 or weights' dtype.
+    """
+    if index.device.type == 'cpu':
+        return torch.bincount(index, weights, minlength=size)
+    if weights is None:
+        weights = torch.ones_like(index)
+    return weights.new_zeros(size).index_add_(0, index, weights)
+
 
 # Geometry depends only on the grid and image sizes: computed once per camera, then cached
 # (read-only tensors).
@@ -121,14 +134,15 @@ def paste_with_masks(sem_class, classes, scores, valid, inside_x, inside_y, over
              & (sem_class == classes[:, None, None])).reshape(n, h * w)        # [N, P]
     areas = masks.sum(1).float()
     order = paste_order(scores, valid)
+    # in paste order by a gather (a 0-d tensor index, masks[slot], would read it to the host)
+    masks_in_order, areas_in_order = masks[order], areas[order]
     taken = torch.zeros(h * w, dtype=torch.bool, device=sem_class.device)
     det_slot = torch.zeros(h * w, dtype=torch.long, device=sem_class.device)
     kept = torch.zeros(n, dtype=torch.bool, device=sem_class.device)
     for rank in range(n):  # fixed trip count (N slots): no host synchronisation
-        slot = order[rank]
-        mask = masks[slot]
+        slot, mask, area = order[rank], masks_in_order[rank], areas_in_order[rank]
         inter = (mask & taken).sum().float()
-        keep = (areas[slot] > 0) & (inter <= overlap * areas[slot])
+        keep = (area > 0) & (inter <= overlap * area)
         new = mask & ~taken & keep
         det_slot = torch.where(new, slot, det_slot)
         taken = taken | new

@@ -7,6 +7,7 @@ import functools
 import torch
 
 from panoptic_ros.core.head.config import PanopticOutput, VOID
+from panoptic_ros.core.head.reference import counts
 
 
 @functools.lru_cache(maxsize=16)
@@ -14,7 +15,7 @@ def _nearest_source(size_in, size_out, device):
     """Nearest-neighbour upsampling map: source index of each output index, and per source
     index its output count, first and last output index."""
     src = torch.arange(size_out, device=device) * size_in // size_out
-    count = torch.bincount(src, minlength=size_in)
+    count = counts(src, size_in)
     positions = torch.arange(size_out, device=device)
     first = torch.full((size_in,), size_out, device=device)
     first = first.scatter_reduce(0, src, positions, 'amin')
@@ -50,7 +51,7 @@ def segments_from_slots(slots, log_sum, best_stuff_value, scores, classes, valid
     # Output pixels per head pixel; slot index 0 is void.
     weight = (row_count[:, None] * col_count[None, :]).flatten().float()
     flat = slots.flatten() + 1
-    area = torch.bincount(flat, weights=weight, minlength=num_slots + 1)[1:].long()
+    area = counts(flat, num_slots + 1, weight)[1:].long()
 
     # Category and instance id of every slot.
     slot_category = torch.cat([stuff_channels, classes]) + 1
@@ -64,8 +65,8 @@ def segments_from_slots(slots, log_sum, best_stuff_value, scores, classes, valid
     # Scores: detection score for things, mean softmax probability for stuff.
     prob = (best_stuff_value - log_sum).exp_().flatten()
     is_stuff = (flat > 0) & (flat <= num_stuff)
-    stuff_score = torch.bincount(flat, weights=(prob * weight * is_stuff).double(),
-                                 minlength=num_slots + 1)[1:num_stuff + 1]
+    stuff_score = counts(flat, num_slots + 1, (prob * weight * is_stuff).double())[
+        1:num_stuff + 1]
     stuff_score = (stuff_score / area[:num_stuff].clamp(min=1)).float()
     score = torch.cat([stuff_score, scores.float()]) * present
 
@@ -73,10 +74,10 @@ def segments_from_slots(slots, log_sum, best_stuff_value, scores, classes, valid
     # each slot occupies (int32: int64 min/max reductions are slow on the CPU).
     big = max(out_h, out_w) + 1
     row_index, col_index = _nearest_source(h, h, device)[0], _nearest_source(w, w, device)[0]
-    rows = torch.bincount(((slots + 1) * h + row_index[:, None]).flatten(),
-                          minlength=(num_slots + 1) * h).view(num_slots + 1, h)[1:]
-    cols = torch.bincount(((slots + 1) * w + col_index).flatten(),
-                          minlength=(num_slots + 1) * w).view(num_slots + 1, w)[1:]
+    rows = counts(((slots + 1) * h + row_index[:, None]).flatten(),
+                  (num_slots + 1) * h).view(num_slots + 1, h)[1:]
+    cols = counts(((slots + 1) * w + col_index).flatten(),
+                  (num_slots + 1) * w).view(num_slots + 1, w)[1:]
     rows = (rows > 0) & (row_count > 0)
     cols = (cols > 0) & (col_count > 0)
     box = torch.stack([
