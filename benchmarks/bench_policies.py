@@ -7,11 +7,13 @@ split, how many thing pixels any same-class overlap reaches at all (the pixels w
 box-based policies can differ); and each policy's head latency on the CPU at 1/4 resolution
 of a 640 x 480 frame with 100 detections (p50, p95; random inputs of
 bench_panoptic_head.py, learned parts at their size). Learned policies load their weights
-from next to the model (panoptic-ros-train-policy).
+from next to the model (panoptic-ros-train-policy). --oracle adds the bound of every box-based
+rule: each claimed pixel given to the detection the ground truth says owns it.
 
 Usage: python benchmarks/bench_policies.py --model MODEL [--score-threshold 0.25]
            [--splits data/sim320:val data/sim_crowded_low:val] [--policies ...]
-           [--limit N] [--repeats 30] [--out benchmarks/results/policies_cpu.md]
+           [--limit N] [--repeats 30] [--oracle] [--no-latency]
+           [--out benchmarks/results/policies_cpu.md]
 """
 
 import argparse
@@ -34,6 +36,7 @@ from panoptic_ros.core.head import (
 from panoptic_ros.core.head.policies import REGISTRY
 from panoptic_ros.core.inference import check_policy_inputs, DecodeConfig, FramePipeline
 from panoptic_ros.core.metrics import PanopticEvaluator
+from panoptic_ros.policy_train_cli import grid_ground_truth
 
 
 def network_outputs(pipeline, root, split, limit):
@@ -70,11 +73,48 @@ def overlap_share(frames, head, max_detections):
     return overlapped / max(things, 1)
 
 
+class OracleOverlaps:
+    """The bound of every box-based overlap rule: highest_confidence, except that a pixel
+    two or more same-class box masks hold goes to the detection whose matched ground-truth
+    instance (the one most of its mask's pixels belong to) holds that pixel, where one does.
+    Same detections, same semantics: no rule choosing among the claiming boxes does better.
+    ``ground_truth`` (instance id int64 [h, w] at the head's grid) is set before each frame."""
+
+    name = 'oracle (bound)'
+    ground_truth = None
+
+    def __call__(self, inputs):
+        det_slot, is_det = REGISTRY['highest_confidence'].fast(inputs)
+        inside = inputs.inside_y.T[:, :, None] & inputs.inside_x.T[:, None, :]   # [N, h, w]
+        masks = inside & (inputs.sem_class == inputs.classes[:, None, None])
+        contested = masks.sum(0) >= 2
+        truth = self.ground_truth
+        matched = torch.full((masks.shape[0],), -1, dtype=torch.long)
+        for n in torch.nonzero(masks.flatten(1).any(1))[:, 0].tolist():
+            ids = truth[masks[n]]
+            ids = ids[ids > 0]
+            if ids.numel():
+                matched[n] = torch.mode(ids).values
+        right = masks & (truth[None] == matched[:, None, None]) & (matched >= 0)[:, None, None]
+        oracle = right.float().argmax(0)
+        return torch.where(contested & right.any(0), oracle, det_slot), is_det
+
+
+def oracle_head(is_thing):
+    """A highest_confidence head whose overlap rule is OracleOverlaps."""
+    head = PanopticHead(is_thing, PanopticHeadConfig(policy='highest_confidence'))
+    head.oracle = head._assign = OracleOverlaps()
+    return head
+
+
 def score_policy(head, frames, categories, max_detections):
     evaluator = PanopticEvaluator({c['id']: c for c in categories})
     for net, ids, segments in frames:
         boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
                                                        max_detections)
+        if hasattr(head, 'oracle'):   # the ground truth at the head's grid
+            head.oracle.ground_truth = grid_ground_truth(ids, segments, categories,
+                                                         net.sem_logits.shape[1:])[1]
         with torch.no_grad():
             out = head(net.sem_logits, net.center_offsets, boxes, scores, classes, valid,
                        image_size=net.image_size, center_heatmap=net.center_heatmap,
@@ -108,6 +148,9 @@ def main():
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--limit', type=int)
+    parser.add_argument('--oracle', action='store_true',
+                        help='also score the ground-truth bound of box-based overlap rules')
+    parser.add_argument('--no-latency', action='store_true')
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/policies_cpu.md'))
     args = parser.parse_args()
@@ -129,6 +172,8 @@ def main():
             continue
         policies.append((name, PanopticHead(model.config.is_thing,
                                             PanopticHeadConfig(policy=name), learned=module)))
+    if args.oracle:
+        policies.append((OracleOverlaps.name, oracle_head(model.config.is_thing)))
     thing_names = [c for c, thing in zip(model.config.classes, model.config.is_thing) if thing]
     lines = [f'# Overlap policies side by side: {args.model.name}', '',
              f'Machine: {machine}; backend {args.backend}; score threshold '
@@ -157,7 +202,7 @@ def main():
         lines.append('')
     lines += ['## Head latency (CPU, 1/4 of 640 x 480, 100 detections, fast form)', '',
               '| policy | p50 ms | p95 ms |', '|---|---|---|']
-    for name in args.policies:
+    for name in [] if args.no_latency else args.policies:
         p50, p95 = head_latency(name, args.repeats)
         lines.append(f'| {name} | {p50:.2f} | {p95:.2f} |')
         print(lines[-1], flush=True)
