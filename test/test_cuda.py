@@ -67,8 +67,8 @@ def head_inputs(seed, h=60, w=80, n=30, classes=11, things=6):
     xy = torch.rand(n, 2, generator=gen) * torch.tensor([4.0 * w, 4.0 * h])
     boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 4 * min(h, w) * 0.4], 1)
     heatmap = torch.rand(1, h, w, generator=gen) * 0.05
-    rows, cols = torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,),
-                                                                          generator=gen)
+    rows = torch.randint(0, h, (n,), generator=gen)
+    cols = torch.randint(0, w, (n,), generator=gen)
     # distinct peaks: CPU and CUDA top-k may order equal values differently
     heatmap[0, rows, cols] = 0.5 + 0.5 * torch.rand(n, generator=gen)
     return dict(sem_logits=torch.randn(classes, h, w, generator=gen),

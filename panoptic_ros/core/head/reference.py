@@ -300,7 +300,7 @@ def mask_means(values, sem_class, classes, thing_channels, inside_x, inside_y):
 
     Args: values float [T, h, w]; the rest as class_mask_counts.
     """
-    (h, w), t = sem_class.shape, thing_channels.shape[0]
+    t = thing_channels.shape[0]
     own = (sem_class[None] == thing_channels[:, None, None]).double()           # [T, h, w]
     both = torch.stack([values.double() * own, own])                          # [2, T, h, w]
     integral = torch.nn.functional.pad(both.cumsum(2).cumsum(3), (1, 0, 1, 0))
