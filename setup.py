@@ -18,6 +18,7 @@ setup(
             'panoptic-ros-eval = panoptic_ros.eval_cli:main',
             'panoptic-ros-train = panoptic_ros.train_cli:main',
             'panoptic-ros-train-policy = panoptic_ros.policy_train_cli:main',
+            'panoptic-ros-quantize = panoptic_ros.quantize_cli:main',
             'sim_camera_node = panoptic_ros.ros.entry_points:sim_camera_node',
             'panoptic_node = panoptic_ros.ros.entry_points:panoptic_node',
             'camera_node = panoptic_ros.ros.entry_points:camera_node',

@@ -5,12 +5,15 @@ alone, raw outputs), and the whole FramePipeline (+ decode + panoptic head): --r
 each timing every backend in turn (--repeats runs each), so that the machine's drift hits all
 backends alike; the table gives the median over rounds of each round's p50 and p95, with the
 range of the p50s. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIoU / box AP)
-on that COCO-panoptic split with the fastest CPU backend. Prints a table, writes it to --out.
+on that COCO-panoptic split with the fastest CPU backend (--score-all: with every backend).
+onnxruntime_int8 runs the model's INT8 file (panoptic-ros-quantize). Prints a table, writes it
+to --out.
 
 Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.safetensors]
            [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
            [--rounds 3]
-           [--val-root data/sim320 --val-split val] [--out benchmarks/results/network_cpu.md]
+           [--val-root data/sim320 --val-split val] [--score-all]
+           [--out benchmarks/results/network_cpu.md]
 """
 
 import argparse
@@ -25,6 +28,7 @@ import torch
 
 from common import machine_description, write_result
 from panoptic_ros.core.backends import configure_torch_threads, make_backend
+from panoptic_ros.core.quantization import int8_path
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import FramePipeline
@@ -54,6 +58,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--val-root', type=Path)
     parser.add_argument('--val-split', default='val')
+    parser.add_argument('--score-all', action='store_true',
+                        help='score every backend on the val split (default: the fastest)')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/network_cpu.md'))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,7 +70,8 @@ def main():
     runs = []
     for name in args.backends:
         backend = make_backend(name, copy.deepcopy(model), args.device,
-                               cache_dir=Path('.cache'), threads=args.threads)
+                               cache_dir=Path('.cache'), threads=args.threads,
+                               int8_onnx=int8_path(args.model))
         runs.append((backend, FramePipeline(backend), {'net': [], 'full': []}))
     for _ in range(args.rounds):
         for backend, pipeline, times in runs:
@@ -98,11 +105,12 @@ def main():
                  '(threshold, NMS) + panoptic head (highest_confidence) at 640x480. torch '
                  'threads: PyTorch\'s thread count during the row (1 next to onnxruntime, as '
                  'in panoptic_node: configure_torch_threads).')
-    if args.val_root:
-        scores = evaluate_pipeline(best, args.val_root, args.val_split)
+    scored = [pipeline for _, pipeline, _ in runs] if args.score_all else [best]
+    for pipeline in scored if args.val_root else []:
+        scores = evaluate_pipeline(pipeline, args.val_root, args.val_split)
         pq = scores['pq']
         lines += ['', f'## Scores on {args.val_root}/{args.val_split} '
-                  f'({scores["images"]} images, {best.backend.name})', '',
+                  f'({scores["images"]} images, {pipeline.backend.name})', '',
                   '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 |',
                   '|---|---|---|---|---|---|---|---|',
                   f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "

@@ -9,7 +9,8 @@ Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `a
 - `TorchBackend`: PyTorch eager on CPU or CUDA, fp32 or fp16 (CUDA), frozen BatchNorm folded
   into the convolutions; optionally `torch.compile` (on CUDA with CUDA graphs:
   mode 'max-autotune' / 'reduce-overhead').
-- `OnnxRuntimeBackend`: the exported ONNX (static shapes, opset 17) run by onnxruntime.
+- `OnnxRuntimeBackend`: the exported ONNX (static shapes, opset 17) run by onnxruntime;
+  `onnxruntime_int8` runs the model's INT8 QDQ file instead (core/quantization.py).
 - `TensorRTBackend` (panoptic_ros.core.tensorrt_backend): an FP16 engine built from the same
   ONNX, cached on disk; written against TensorRT 10, **never executed in this workplace**.
 
@@ -28,7 +29,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from panoptic_ros.core.model import output_names
 
 ONNX_OPSET = 17      # accepted by TensorRT 8.6-10.x and onnxruntime >= 1.14
-BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'tensorrt')
+BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'onnxruntime_int8', 'tensorrt')
 log = logging.getLogger('panoptic_ros.backends')
 
 
@@ -153,11 +154,13 @@ def resolve_device(device, strict=False):
 
 
 def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_device=False,
-                 threads=None):
+                 threads=None, int8_onnx=None):
     """Build backend `name` (one of BACKENDS) for `model` (SingleShotPanoptic, fp32, CPU).
 
     onnxruntime and tensorrt export the ONNX into `cache_dir` first (reused while the model
-    and input size are unchanged). Unavailable TensorRT falls back to PyTorch with a warning.
+    and input size are unchanged). onnxruntime_int8 runs `int8_onnx` (quantization.int8_path
+    of the model file), refused with the command that makes it when it is missing or was
+    quantised from other weights. Unavailable TensorRT falls back to PyTorch with a warning.
     """
     if name not in BACKENDS:
         raise ValueError(f'backend {name!r} is not one of {BACKENDS}')
@@ -175,6 +178,14 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
     if name == 'onnxruntime':
         onnx_path = cached_onnx(model, cache_dir or '.cache')
         return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads)
+    if name == 'onnxruntime_int8':
+        from panoptic_ros.core.quantization import check_int8
+        if int8_onnx is None:
+            raise ValueError('backend onnxruntime_int8 needs the path of the INT8 model')
+        check_int8(int8_onnx, model)
+        backend = OnnxRuntimeBackend(int8_onnx, model.config, model.anchors(), threads=threads)
+        backend.name = 'onnxruntime_int8'
+        return backend
     if name == 'torch_compile':
         mode = 'max-autotune' if device.type == 'cuda' else 'default'
         return TorchBackend(model, device, half, compile=mode)
@@ -190,7 +201,7 @@ def configure_torch_threads(backend, threads=0):
     with 1 thread instead of 2), so 1. With the PyTorch backends: `threads` (0 = library
     default). Returns the thread count set, or None when left unchanged.
     """
-    if backend.name in ('onnxruntime', 'tensorrt'):
+    if backend.name in ('onnxruntime', 'onnxruntime_int8', 'tensorrt'):
         torch.set_num_threads(1)
         return 1
     if threads:

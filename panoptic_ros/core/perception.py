@@ -20,6 +20,7 @@ from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.head import learned
 from panoptic_ros.core.inference import FramePipeline, StageTimer
 from panoptic_ros.core.occupancy import OccupancyProjector
+from panoptic_ros.core.quantization import int8_path
 
 
 @dataclass
@@ -99,7 +100,8 @@ class Perception:
         model, _ = load_checkpoint(s.model_path)
         if backend is None:
             backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
-                                   s.strict_device, threads=s.threads or None)
+                                   s.strict_device, threads=s.threads or None,
+                                   int8_onnx=int8_path(s.model_path))
         configure_torch_threads(backend, s.threads)
         classes = list(model.config.classes)
         pipeline = FramePipeline(backend, s.decode, s.head, preprocess=preprocess,

@@ -1,0 +1,106 @@
+"""Backend step, INT8: static post-training quantisation of the exported ONNX to a QDQ model.
+
+    fp32 ONNX (backends.cached_onnx) + calibration frames (uint8 RGB camera images)
+      -> onnxruntime's shape pre-processing and quantize_static: QuantizeLinear /
+         DequantizeLinear pairs around every quantisable op, per-channel int8 weights,
+         activation ranges by min-max over the calibration frames
+      -> <model stem>.int8.onnx next to the model (or .int8-tensorrt.onnx), with the model's
+         digest, the flavour and the calibration record in the ONNX metadata
+
+Two flavours of the same quantisation, because the runtimes want different activations:
+'cpu' (uint8 asymmetric activations, int8 weights: onnxruntime's fast U8S8 kernels on x86)
+and 'tensorrt' (int8 symmetric activations and weights, the explicit quantisation TensorRT
+accepts). The backend `onnxruntime_int8` runs the 'cpu' file and refuses one made for other
+weights (the digest differs) with the command that remakes it.
+"""
+
+import json
+from pathlib import Path
+import tempfile
+
+from panoptic_ros.core.backends import cached_onnx, model_digest
+from panoptic_ros.core.inference import Preprocessor
+
+FLAVOURS = ('cpu', 'tensorrt')
+METADATA_KEY = 'panoptic_ros'
+
+
+def int8_path(model_path, flavour='cpu'):
+    """Where the INT8 model of the checkpoint at `model_path` lives."""
+    model_path = Path(model_path)
+    suffix = '.int8.onnx' if flavour == 'cpu' else f'.int8-{flavour}.onnx'
+    return model_path.with_name(model_path.stem + suffix)
+
+
+def _quantisation_options(flavour):
+    from onnxruntime.quantization import QuantType
+    if flavour == 'cpu':
+        return dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    extra_options={})
+    if flavour == 'tensorrt':
+        return dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True})
+    raise ValueError(f'flavour {flavour!r} is not one of {FLAVOURS}')
+
+
+def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, record=None,
+                   keep_float=()):
+    """Quantise `model` (SingleShotPanoptic) on `frames` (uint8 RGB [h, w, 3] each, camera
+    images: the same letterbox as at run time) into `out_path`; returns out_path.
+
+    record: a dict stored in the metadata beside the digest (calibration data, command);
+    keep_float: ONNX node names left in float (a layer that quantises badly).
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx
+    options = _quantisation_options(flavour)
+    frames = list(frames)
+    if not frames:
+        raise ValueError('quantisation needs at least one calibration frame')
+    mc = model.config
+    preprocess = Preprocessor(mc.input_size, mc.mean, mc.std)
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            self.remaining = iter(frames)
+
+        def get_next(self):
+            rgb = next(self.remaining, None)
+            return None if rgb is None else {'image': preprocess(rgb)[0].numpy()}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = cached_onnx(model, cache_dir or scratch)
+        prepared = Path(scratch) / 'prepared.onnx'
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, nodes_to_exclude=list(keep_float), **options)
+    quantized = onnx.load(str(out_path))
+    meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
+            'kept_float': list(keep_float), **(record or {})}
+    onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
+    onnx.save(quantized, str(out_path))
+    return Path(out_path)
+
+
+def read_metadata(path):
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+             .metadata_props}
+    return json.loads(props.get(METADATA_KEY, '{}'))
+
+
+def check_int8(path, model, flavour='cpu'):
+    """ValueError naming the file and the command that makes it, unless `path` is the
+    `flavour` INT8 model of exactly these weights."""
+    path = Path(path)
+    remake = (f'make it with `panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT'
+              f'{"" if flavour == "cpu" else " --flavour " + flavour}`')
+    if not path.is_file():
+        raise ValueError(f'backend onnxruntime_int8 needs the INT8 model {path}, which does '
+                         f'not exist: {remake}')
+    meta = read_metadata(path)
+    if meta.get('digest') != model_digest(model) or meta.get('flavour') != flavour:
+        raise ValueError(f'{path} was quantised from other weights or for another runtime '
+                         f'(flavour {meta.get("flavour")!r}): {remake}')
+    return meta
