@@ -4,12 +4,14 @@ Three processes, as on a robot: a camera-like publisher (rendered sim frames, wa
 stamps, camera_info with each image, sensor-data QoS) -> the node under test -> a recorder
 subscribed (reliable) to the node's panoptic, detections and occupancy outputs. For each
 camera resolution it runs panoptic_node (the shipped model, --backend) and a pass-through
-node (republishes each image, no processing) under the same input rate, and reports output
+node (republishes each image, no processing) under the same input rate (and
+panoptic_node with overlap_stages on, panoptic_overlap), and reports output
 FPS, the age of each output (arrival time - image stamp) p50 / p95, the node's CPU (100 % =
 one core, from /proc) and RSS, and panoptic_node's own per-stage p50 from /diagnostics.
 
 Usage: python benchmarks/bench_ros.py [--rate 30] [--frames 300] [--backend onnxruntime]
-           [--sizes 640x480 1280x720] [--out benchmarks/results/ros_e2e_cpu.md]
+           [--sizes 640x480 1280x720] [--nodes panoptic panoptic_overlap passthrough]
+           [--out benchmarks/results/ros_e2e_cpu.md]
 """
 
 import argparse
@@ -24,13 +26,18 @@ from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
 from ros_load import run_load
 
 
+# node under test -> extra parameters of panoptic_node (None: the pass-through node)
+NODES = {'panoptic': [], 'panoptic_overlap': ['-p', 'overlap_stages:=true'],
+         'passthrough': None}
+
+
 def node_command(kind, backend, device, cache_dir):
-    if kind == 'passthrough':
+    if NODES[kind] is None:
         return [sys.executable, str(Path(__file__).resolve().parent / 'ros_load.py'),
                 'passthrough']
     return [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
             '-p', f'backend:={backend}', '-p', f'device:={device}',
-            '-p', f'cache_dir:={cache_dir}']
+            '-p', f'cache_dir:={cache_dir}', *NODES[kind]]
 
 
 def main():
@@ -41,6 +48,8 @@ def main():
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--sizes', nargs='+', default=['640x480', '1280x720'])
+    parser.add_argument('--nodes', nargs='+', choices=NODES, default=list(NODES),
+                        help='nodes under test, one after the other at each size')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/ros_e2e_cpu.md'))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix='bench_ros_'))
@@ -49,14 +58,15 @@ def main():
     for size in args.sizes:
         width, height = (int(v) for v in size.split('x'))
         results = {}
-        for kind in ('panoptic', 'passthrough'):
+        for kind in args.nodes:
             log = open(work / f'{kind}_{size}.log', 'w')
             proc = subprocess.Popen(node_command(kind, args.backend, args.device,
                                                  work / 'cache'),
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 r = run_load(proc, env, work / kind, width, height, args.rate, args.frames,
-                             kind=kind, warmup=args.warmup)
+                             kind='passthrough' if NODES[kind] is None else 'panoptic',
+                             warmup=args.warmup)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -66,18 +76,20 @@ def main():
                         f"{received} | {r['fps']:.1f} | {r['p50_ms']:.0f} | "
                         f"{r['p95_ms']:.0f} | {r['cpu_percent']:.0f} | "
                         f"{r['rss_mb_end']:.0f} |")
-            if kind == 'panoptic':
+            if NODES[kind] is not None:
                 d = r['diagnostics']
-                stage_rows.append(f'| {size} | ' + ' | '.join(
+                stage_rows.append(f'| {kind}_node | {size} | ' + ' | '.join(
                     d.get(f'{s}_ms_p50', '-') for s in STAGES) +
                     f" | {d.get('dropped_newer_frame', '0')} |")
             print(rows[-1], flush=True)
-        p, q = results['panoptic'], results['passthrough']
-        rows.append(f"| ratio panoptic / pass-through | {size} | | | | "
-                    f"{p['fps'] / q['fps']:.2f} | {p['p50_ms'] / q['p50_ms']:.1f} | "
-                    f"{p['p95_ms'] / q['p95_ms']:.1f} | "
-                    f"{p['cpu_percent'] / q['cpu_percent']:.1f} | "
-                    f"{p['rss_mb_end'] / q['rss_mb_end']:.1f} |")
+        q = results.get('passthrough')
+        for kind in [k for k in results if NODES[k] is not None and q]:
+            p = results[kind]
+            rows.append(f"| ratio {kind} / pass-through | {size} | | | | "
+                        f"{p['fps'] / q['fps']:.2f} | {p['p50_ms'] / q['p50_ms']:.1f} | "
+                        f"{p['p95_ms'] / q['p95_ms']:.1f} | "
+                        f"{p['cpu_percent'] / q['cpu_percent']:.1f} | "
+                        f"{p['rss_mb_end'] / q['rss_mb_end']:.1f} |")
     text = '\n'.join([
         '# End to end through ROS 2: publisher -> node -> subscriber',
         '',
@@ -96,8 +108,8 @@ def main():
         "panoptic_node's own stage latencies (p50 ms, last /diagnostics of the run) and "
         'frames replaced by a newer one before processing:',
         '',
-        '| camera | ' + ' | '.join(STAGES) + ' | dropped_newer_frame |',
-        '|---|' + '---|' * (len(STAGES) + 1),
+        '| node | camera | ' + ' | '.join(STAGES) + ' | dropped_newer_frame |',
+        '|---|---|' + '---|' * (len(STAGES) + 1),
         *stage_rows,
         '',
         'Command: `python benchmarks/bench_ros.py ' + ' '.join(sys.argv[1:]) + '`',

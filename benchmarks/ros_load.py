@@ -205,7 +205,8 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
     """Drive `node_proc` (a started Popen of the node under test) with camera frames.
 
     Returns a dict: sent, received (per topic, measured window only), fps (panoptic or
-    image/out outputs per second of the measured window), ages (seconds, list), p50/p95/max
+    image/out outputs per second of the measured window), out_of_order (outputs whose stamp
+    is not newer than the one received before them), ages (seconds, list), p50/p95/max
     age, cpu_percent of the node over the window (100 = one core), rss_mb at start / end
     of the window and its samples, and the node's last /diagnostics values (panoptic).
     """
@@ -255,7 +256,9 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
     start = sent['first_measured']
     topic = 'panoptic' if kind == 'panoptic' else 'image/out'
     measured = {t: [(s, r) for s, r in v if s >= start - 1e-6] for t, v in records.items()}
-    main = sorted(measured.get(topic, []))
+    arrived = measured.get(topic, [])   # in the order the recorder received them
+    out_of_order = sum(b[0] <= a[0] for a, b in zip(arrived, arrived[1:]))
+    main = sorted(arrived)
     ages = [r - s for s, r in main]
     window = [x for x in samples if x[0] >= start]
     if len(window) < 2:
@@ -266,6 +269,7 @@ def run_load(node_proc, env, workdir, width, height, rate, frames, kind='panopti
     fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 2 else 0.0
     result = {'width': width, 'height': height, 'rate': rate, 'sent': sent['sent'] - warmup,
               'received': {t: len(v) for t, v in measured.items()}, 'fps': fps,
+              'out_of_order': out_of_order,
               'ages': ages, 'cpu_percent': cpu,
               'rss_mb_start': window[0][2] if window else float('nan'),
               'rss_mb_end': window[-1][2] if window else float('nan'),

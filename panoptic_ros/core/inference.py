@@ -209,6 +209,12 @@ class FramePipeline:
     def __call__(self, rgb):
         """rgb: uint8 numpy [h, w, 3] -> FrameResult. Raises NonFiniteOutput when the
         network output holds NaN or inf (before the head reads it)."""
+        return self.head_stage(*self.network_stage(rgb))
+
+    def network_stage(self, rgb):
+        """The first half, preprocess -> network -> decode -> finite check: (NetworkOutput,
+        StageTimer). A caller may run it for the next frame while head_stage finishes this
+        one (the two share no state)."""
         timer = StageTimer(self.device)
         with timer('preprocess'):
             x, scale = self.preprocess(rgb)
@@ -221,6 +227,10 @@ class FramePipeline:
                                 'scores': net.scores})
         if bad:
             raise NonFiniteOutput(bad)
+        return net, timer
+
+    def head_stage(self, net, timer):
+        """The second half, the panoptic head on network_stage's output -> FrameResult."""
         with timer('head'):
             boxes, scores, classes, valid = pad_detections(net.boxes, net.scores, net.classes,
                                                            self.max_detections)

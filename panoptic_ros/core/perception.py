@@ -2,6 +2,7 @@
 
     Perception.from_settings(settings)          once (loads the model, builds the stages)
     perception(rgb, camera, T_base_optical)     per frame -> FrameOutput
+      = finish(start(rgb), camera, T_base_optical), two stages that may overlap across frames
 
 Per frame: images above max_image_pixels are resized down (aspect kept) -> FramePipeline
 (preprocess -> network -> decode -> finite check -> panoptic head, core.inference) ->
@@ -20,7 +21,6 @@ from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.head import learned
 from panoptic_ros.core.inference import FramePipeline, StageTimer
 from panoptic_ros.core.occupancy import OccupancyProjector
-from panoptic_ros.core.quantization import int8_path
 
 
 @dataclass
@@ -57,6 +57,31 @@ class FrameOutput:
     grid_problem: str = None
     resized_from: tuple = None
     timings: dict = field(default_factory=dict)
+
+    def problems(self, max_image_pixels):
+        """What went wrong without failing the frame: (counter, warning key, message,
+        seconds between repeated warnings) each."""
+        found = []
+        if self.resized_from is not None:
+            h, w = self.resized_from
+            found.append(('resized_large_image', 'resized', f'image of {w}x{h} pixels resized '
+                          f'to {self.rgb.shape[1::-1]} (max_image_pixels {max_image_pixels})',
+                          30.0))
+        if self.grid_problem is not None:
+            found.append(('occupancy_skipped_camera_info', 'grid', self.grid_problem, 10.0))
+        return found
+
+
+@dataclass
+class StartedFrame:
+    """A frame between Perception.start and Perception.finish: the pipeline it started in,
+    the image as processed and as it arrived ((h, w)), the decoded network output and the
+    stage timer so far."""
+    pipeline: FramePipeline
+    rgb: np.ndarray
+    original: tuple
+    network: object
+    timer: StageTimer
 
 
 def fit_pixels(rgb, max_pixels):
@@ -101,7 +126,7 @@ class Perception:
         if backend is None:
             backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
                                    s.strict_device, threads=s.threads or None,
-                                   int8_onnx=int8_path(s.model_path))
+                                   model_path=s.model_path)
         configure_torch_threads(backend, s.threads)
         classes = list(model.config.classes)
         pipeline = FramePipeline(backend, s.decode, s.head, preprocess=preprocess,
@@ -138,9 +163,21 @@ class Perception:
         arrived (None: no occupancy, no ground positions); T_base_optical [4, 4]: the
         camera's pose in the base frame at the image stamp. Returns FrameOutput; raises
         NonFiniteOutput when the network output holds NaN or inf."""
+        return self.finish(self.start(rgb), camera, T_base_optical)
+
+    def start(self, rgb):
+        """The first stage of a frame (resize, preprocess, network, decode): a
+        StartedFrame for finish(). The next frame's start may run while this one finishes."""
         original = rgb.shape[:2]
         rgb = fit_pixels(rgb, self.max_image_pixels)
-        result = self.pipeline(rgb)
+        pipeline = self.pipeline   # a reconfiguration in between takes the next frame
+        return StartedFrame(pipeline, rgb, original, *pipeline.network_stage(rgb))
+
+    def finish(self, started, camera=None, T_base_optical=None):
+        """The second stage (panoptic head, occupancy, detections) -> FrameOutput; camera
+        and T_base_optical as for __call__."""
+        rgb, original = started.rgb, started.original
+        result = started.pipeline.head_stage(started.network, started.timer)
         timer = StageTimer()
         out = FrameOutput(rgb=rgb, panoptic=result.panoptic.panoptic.cpu().numpy(),
                           segments=[dict(s, id=s['segment_id'])

@@ -94,6 +94,10 @@ PARAMETERS = {
                     low=0, high=256),
     'cache_dir': Spec('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
                           'panoptic_ros'),
+    'overlap_stages': Spec(False, 'run the network of the next frame while the head, '
+                                  'occupancy and publishing of this one finish (two threads; '
+                                  'frames are still published in order; on a 2-core CPU it '
+                                  'does not pay)'),
     'score_threshold': Spec(_decode.score_threshold, 'detection confidence threshold',
                             low=0.0, high=1.0, live=True),
     'nms_iou': Spec(_decode.nms_iou, 'IoU of per-class non-maximum suppression', low=0.0,
@@ -207,6 +211,7 @@ class Settings:
     half: bool
     threads: int
     cache_dir: Path
+    overlap_stages: bool
     decode: DecodeConfig
     head: PanopticHeadConfig
     outputs: tuple
@@ -301,7 +306,8 @@ class Settings:
             Path.home() / '.cache' / 'panoptic_ros'
         return cls(model_path=model_path, backend=p['backend'], device=str(p['device']),
                    strict_device=bool(p['strict_device']), half=bool(p['half']),
-                   threads=int(p['threads']), cache_dir=cache_dir, decode=decode, head=head,
+                   threads=int(p['threads']), cache_dir=cache_dir,
+                   overlap_stages=bool(p['overlap_stages']), decode=decode, head=head,
                    outputs=tuple(p['outputs']), image_reliability=p['image_reliability'],
                    image_queue_depth=int(p['image_queue_depth']),
                    use_compressed=bool(p['use_compressed']),

@@ -1,23 +1,73 @@
-"""Newest frame wins: one slot, one worker thread.
+"""Newest frame wins: one input slot, a worker thread, and optionally a second stage beside it.
 
 The executor thread only `put`s a frame (replacing a frame not yet started, which is
-counted); the worker takes the newest and processes it. A camera faster than the network so
-never builds a queue: latency stays one frame's processing time.
+counted); the worker takes the newest and runs `first` on it. A camera faster than the
+network so never builds a queue: latency stays one frame's processing time.
+
+`first` returns what `second` finishes (None: nothing to finish; FrameWorker.STOP: stop).
+With `overlap`, `second` runs on a thread of its own, so that the first stage of frame t + 1
+(the network) runs while the second stage of frame t (head, occupancy, publishing) finishes:
+one hand-over slot between them, and the first stage takes a new frame only once the slot
+is empty, so frames finish in the order they started, nothing is dropped between the stages
+(a slow second stage makes the input slot drop instead) and at most three frames are past
+the input slot (one in each stage, one handed over). Without `overlap`, `second` runs right
+after `first` on the worker thread.
 """
 
 import threading
 
 
-class FrameWorker:
-    """Runs process(item) on a worker thread for the newest item put; on_replaced() is
-    called for every item replaced before it started."""
+class _Slot:
+    """One item between two threads; put waits while it is full (unless closed)."""
 
-    def __init__(self, process, on_replaced, name='panoptic_worker'):
-        self._process, self._on_replaced = process, on_replaced
+    def __init__(self):
+        self._item, self._open = None, True
+        self._cond = threading.Condition()
+
+    def put(self, item):
+        with self._cond:
+            self.wait_empty()
+            self._item = item
+            self._cond.notify_all()
+
+    def wait_empty(self):
+        with self._cond:
+            while self._item is not None and self._open:
+                self._cond.wait(0.5)
+
+    def take(self):
+        """The next item, or None once closed and empty."""
+        with self._cond:
+            while self._item is None and self._open:
+                self._cond.wait(0.5)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self):
+        with self._cond:
+            self._open = False
+            self._cond.notify_all()
+
+
+class FrameWorker:
+    """Runs first(item) on a worker thread for the newest item put, then second(result);
+    on_replaced() is called for every item replaced before it started."""
+
+    STOP = object()
+
+    def __init__(self, first, on_replaced, second=None, overlap=False,
+                 name='panoptic_worker'):
+        self._first, self._second, self._on_replaced = first, second, on_replaced
         self._latest, self._running = None, True
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=name, daemon=True)]
+        self._handover = _Slot() if overlap and second is not None else None
+        if self._handover is not None:
+            self._threads.append(threading.Thread(target=self._run_second,
+                                                  name=f'{name}_second', daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def put(self, item):
         with self._cond:
@@ -33,19 +83,37 @@ class FrameWorker:
         return dropped
 
     def stop(self, timeout=5.0):
-        """Stop after the frame in flight, if any."""
+        """Stop after the frames in flight, if any."""
         with self._cond:
             self._running = False
             self._cond.notify()
-        self._thread.join(timeout=timeout)
+        if self._handover is not None:   # the second stage finishes what it holds
+            self._handover.close()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
 
     def _run(self):
         while True:
+            if self._handover is not None:   # start a frame only once the last one is handed
+                self._handover.wait_empty()  # over: the newest frame, and at most 3 in flight
             with self._cond:
                 while self._latest is None and self._running:
                     self._cond.wait(0.5)
                 if not self._running:
                     return
                 item, self._latest = self._latest, None
-            if self._process(item) is False:   # the processor asked to stop
+            result = self._first(item)
+            if result is self.STOP:   # the processor asked to stop
+                return
+            if result is None or self._second is None:
+                continue
+            if self._handover is not None:
+                self._handover.put(result)
+            elif self._second(result) is self.STOP:
+                return
+
+    def _run_second(self):
+        while True:
+            result = self._handover.take()
+            if result is None or self._second(result) is self.STOP:
                 return

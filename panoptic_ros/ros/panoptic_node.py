@@ -82,7 +82,10 @@ class PanopticNode(LifecycleNode):
         self.class_pub = self.create_publisher(ClassTable, 'class_info', messages.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-        self.worker = FrameWorker(self.work, lambda: self.stats.count('dropped_newer_frame'))
+        self.worker = FrameWorker(   # start_frame, then finish_frame (overlapped or not)
+            lambda msg: self._guarded(self.start_frame, msg),
+            lambda: self.stats.count('dropped_newer_frame'),
+            lambda frame: self._guarded(self.finish_frame, frame), s.overlap_stages)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state):
@@ -151,32 +154,28 @@ class PanopticNode(LifecycleNode):
         self.stats.count(f'dropped_bad_image_{exc.reason}')
         self.warn(exc.reason, f'dropped image: {exc}')
 
-    def work(self, msg):
+    def _guarded(self, stage, arg):
+        """One stage of a frame; a pipeline fault is counted and warned, never raised."""
         try:
-            ok = self.process(msg)
+            return stage(arg)
         except NonFiniteOutput as exc:
-            ok = False
             self.stats.count('dropped_non_finite_output')
             self.warn('non_finite', f'{exc}: frame skipped')
         except Exception as exc:   # one bad frame never kills the node
             if not self.context.ok():   # shut down while in flight: not a failure
                 self.stats.count('abandoned_at_shutdown')
-                return False
-            ok = False
+                return FrameWorker.STOP
             self.stats.count('failed_pipeline_exception')
             self.warn('exception', f'frame failed: {type(exc).__name__}: {exc}')
-        if ok is False:   # failed in the pipeline: towards ERROR (bad input is not)
-            self.stats.count('consecutive_failures')
-        elif ok:
-            self.stats.reset('consecutive_failures')
+        self.stats.count('consecutive_failures')   # failed in the pipeline: towards ERROR
+        return None
 
-    def process(self, msg):
-        """One frame. True when published, None when not for processing (nobody listens,
-        bad input); pipeline faults raise."""
+    def start_frame(self, msg):
+        """Decode, extrinsics and the network: the frame for finish_frame, or None when
+        not for processing (nobody listens, bad input); pipeline faults raise."""
         wants = {name for name, pub in self.pubs.items() if pub.get_subscription_count()}
         if not wants:
-            self.stats.count('skipped_no_subscribers')
-            return None
+            return self.stats.count('skipped_no_subscribers')
         start = time.perf_counter()
         try:
             rgb = decode_rgb(msg)
@@ -196,18 +195,18 @@ class PanopticNode(LifecycleNode):
                 except LookupError as exc:
                     self.stats.count('occupancy_skipped_no_tf')
                     self.warn('tf', f'{exc}: occupancy skipped')
-        out = self.perception(rgb, camera, T)
-        if out.resized_from is not None:
-            self.stats.count('resized_large_image')
-            h, w = out.resized_from
-            self.warn('resized', f'image of {w}x{h} pixels resized to {out.rgb.shape[1::-1]} '
-                      f'(max_image_pixels {self.settings.max_image_pixels})', 30.0)
-        if out.grid_problem is not None:
-            self.stats.count('occupancy_skipped_camera_info')
-            self.warn('grid', out.grid_problem, 10.0)
+        return msg.header, wants, camera, T, convert, self.perception.start(rgb)
+
+    def finish_frame(self, frame):
+        """Head, occupancy and publishing of a started frame; True when published."""
+        header, wants, camera, T, convert, started = frame
+        out = self.perception.finish(started, camera, T)
+        for counter, key, text, period in out.problems(self.settings.max_image_pixels):
+            self.stats.count(counter)
+            self.warn(key, text, period)
         start = time.perf_counter()
         p = self.perception
-        for name, output in messages.frame_messages(wants, msg.header, out, self.settings.grid,
+        for name, output in messages.frame_messages(wants, header, out, self.settings.grid,
                                                     p.label_divisor, len(p.classes),
                                                     self.colors).items():
             self.pubs[name].publish(output)
@@ -215,6 +214,7 @@ class PanopticNode(LifecycleNode):
                         'publish': time.perf_counter() - start})
         self.stats.outputs.append(time.monotonic())
         self.stats.count('processed')
+        self.stats.reset('consecutive_failures')
         return True
 
     def publish_diagnostics(self):

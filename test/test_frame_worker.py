@@ -1,0 +1,114 @@
+"""The node's frame worker (panoptic_ros.ros.frame_worker): newest frame wins, two stages.
+
+Verifies, with plain threads and events (no timing): with overlap the second stage of frame
+t runs while the first stage of frame t + 1 runs (it waits for that start, which would hang
+a sequential worker); under a burst of frames every frame is either finished or counted as
+replaced, finished frames come out in the order they were put, and nothing is lost between
+the stages; without overlap both stages run on one thread in order; STOP from the second
+stage stops the worker; a first stage with nothing to finish skips the second. Does not
+verify the node around it (test_panoptic_node, test_reliability) nor the speed
+(benchmarks/bench_ros.py).
+"""
+
+import threading
+
+import pytest
+
+from panoptic_ros.ros.frame_worker import FrameWorker
+
+pytestmark = pytest.mark.pure
+WAIT = 30.0   # seconds: only reached when the behaviour is wrong
+
+
+def test_second_stage_overlaps_the_next_first_stage():
+    second_started, first_of_next, both_done = (threading.Event() for _ in range(3))
+    done = []
+
+    def first(item):
+        if item == 2:
+            assert second_started.wait(WAIT)   # frame 1 is in its second stage meanwhile
+            first_of_next.set()
+        return item
+
+    def second(item):
+        if item == 1:
+            second_started.set()
+            assert first_of_next.wait(WAIT), 'the next first stage never ran beside this one'
+        done.append(item)
+        if item == 2:
+            both_done.set()
+
+    worker = FrameWorker(first, lambda: None, second, overlap=True)
+    worker.put(1)
+    assert second_started.wait(WAIT)
+    worker.put(2)
+    assert both_done.wait(WAIT)
+    worker.stop(timeout=WAIT)
+    assert done == [1, 2]
+
+
+@pytest.mark.parametrize('overlap', [True, False])
+def test_every_frame_is_finished_in_order_or_counted_as_replaced(overlap):
+    replaced, finished, threads = [], [], set()
+    began, gate, last = threading.Event(), threading.Event(), threading.Event()
+
+    def first(item):
+        if item == 0:
+            began.set()
+            assert gate.wait(WAIT)   # hold the first frame while a burst arrives
+        threads.add(('first', threading.get_ident()))
+        return item
+
+    def second(item):
+        threads.add(('second', threading.get_ident()))
+        finished.append(item)
+        if item == 200:
+            last.set()
+
+    worker = FrameWorker(first, lambda: replaced.append(1), second, overlap=overlap)
+    worker.put(0)
+    assert began.wait(WAIT)
+    for item in range(1, 200):
+        worker.put(item)
+    gate.set()
+    worker.put(200)
+    assert last.wait(WAIT)
+    worker.stop(timeout=WAIT)
+    assert finished == sorted(finished) and finished[0] == 0 and finished[-1] == 200
+    assert len(finished) + len(replaced) == 201
+    first_threads = {t for stage, t in threads if stage == 'first'}
+    second_threads = {t for stage, t in threads if stage == 'second'}
+    assert (first_threads == second_threads) is not overlap
+
+
+@pytest.mark.parametrize('overlap', [True, False])
+def test_stop_from_a_stage_stops_the_worker(overlap):
+    seen = []
+    worker = FrameWorker(lambda item: item,
+                         lambda: None,
+                         lambda item: (seen.append(item), FrameWorker.STOP)[1], overlap)
+    worker.put(1)
+    worker._threads[-1].join(WAIT)
+    assert seen == [1] and not worker._threads[-1].is_alive()
+    worker.stop(timeout=WAIT)
+
+
+def test_nothing_to_finish_skips_the_second_stage():
+    finished, through = [], threading.Semaphore(0)
+
+    def first(item):
+        if item % 2:
+            through.release()   # this frame ends here
+            return None
+        return item
+
+    def second(item):
+        finished.append(item)
+        through.release()
+
+    worker = FrameWorker(first, lambda: None, second, overlap=True)
+    for item in range(6):
+        worker.put(item)
+        assert through.acquire(timeout=WAIT)   # one at a time: none replaced
+    worker.stop(timeout=WAIT)
+    assert finished == [0, 2, 4]
