@@ -28,7 +28,6 @@ import torch
 
 from common import machine_description, write_result
 from panoptic_ros.core.backends import configure_torch_threads, make_backend
-from panoptic_ros.core.quantization import int8_path
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.inference import FramePipeline
@@ -71,7 +70,7 @@ def main():
     for name in args.backends:
         backend = make_backend(name, copy.deepcopy(model), args.device,
                                cache_dir=Path('.cache'), threads=args.threads,
-                               int8_onnx=int8_path(args.model))
+                               model_path=args.model)
         runs.append((backend, FramePipeline(backend), {'net': [], 'full': []}))
     for _ in range(args.rounds):
         for backend, pipeline, times in runs:

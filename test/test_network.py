@@ -9,10 +9,9 @@ rendered images; checkpoint round trip and refusal of mismatched, corrupt, trunc
 checkpoint files; BatchNorm folding, ONNX/onnxruntime (two encoders), torch.compile (inductor,
 CPU) and eager agree; training and inference share one letterbox (a flip keeps the padding in
 place) and inference imports neither the training data nor the simulator; letterbox + decode
-map boxes back to camera pixels; the TensorRT engine-cache key and the fallback when TensorRT
-is absent; the training CLI (resume, curves, export) and DDP with torchrun on two CPU
-processes. Does not verify: TensorRT itself (cannot be installed here), CUDA (test_cuda.py,
-skipped without a GPU), accuracy of the shipped model (test_shipped_model).
+map boxes back to camera pixels; the training CLI (resume, curves, export) and DDP with
+torchrun on two CPU processes. Does not verify: TensorRT (test_tensorrt.py), CUDA
+(test_cuda.py, skipped without a GPU), accuracy of the shipped model (test_shipped_model).
 """
 
 import json
@@ -40,7 +39,6 @@ from panoptic_ros.core.model import (
     ENCODERS, IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights,
     mobilenet_v2_imagenet_state_dict, output_names, SingleShotPanoptic)
 from panoptic_ros.core.sim.taxonomy import default_model_config
-from panoptic_ros.core.tensorrt_backend import engine_cache_key, engine_path
 from panoptic_ros.sim_cli import export
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
@@ -514,23 +512,6 @@ def test_frame_pipeline_warns_nothing_on_a_read_only_frame(size):
         warnings.simplefilter('error')
         result = pipeline(rgb)
     assert result.panoptic.panoptic.shape == size
-
-
-def test_tensorrt_cache_key_and_fallback(tmp_path, caplog):
-    args = (b'onnx', 'NVIDIA H100', (9, 0), '10.3.0', (1, 3, 240, 320))
-    key = engine_cache_key(*args)
-    assert key == engine_cache_key(*args)
-    for changed in ((b'onnx2',) + args[1:], args[:1] + ('NVIDIA A100',) + args[2:],
-                    args[:2] + ((8, 0),) + args[3:], args[:3] + ('10.4.0',) + args[4:],
-                    args[:4] + ((1, 3, 480, 640),)):
-        assert engine_cache_key(*changed) != key
-    assert engine_cache_key(*args, fp16=False) != key
-    assert engine_path(tmp_path, tmp_path / 'model-x.onnx', key).name == f'model-x-{key}.engine'
-    model = SingleShotPanoptic(default_model_config(**SMALL))
-    with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
-        backend = make_backend('tensorrt', model, cache_dir=tmp_path)
-    assert backend.name == 'torch'
-    assert 'TensorRT backend unavailable' in caplog.text and 'falling back' in caplog.text
 
 
 def test_cuda_request_without_cuda_falls_back_or_fails(caplog):

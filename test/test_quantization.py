@@ -49,7 +49,7 @@ def test_int8_agrees_with_fp32_on_rendered_frames(quantised, tmp_path):
     # the shipped INT8 file (200 calibration frames; four are too few to judge it)
     shipped, _ = load_checkpoint(default_model_path())
     pipelines = [FramePipeline(make_backend(name, copy.deepcopy(shipped), cache_dir=tmp_path,
-                                            int8_onnx=int8_path(default_model_path())))
+                                            model_path=default_model_path()))
                  for name in ('onnxruntime', 'onnxruntime_int8')]
     assert pipelines[1].backend.name == 'onnxruntime_int8'
     matched = total = 0
@@ -70,12 +70,12 @@ def test_shipped_int8_runs_and_stale_or_missing_files_are_refused(quantised, tmp
     model, model_path = quantised
     shipped, _ = load_checkpoint(default_model_path())
     backend = make_backend('onnxruntime_int8', shipped,
-                           int8_onnx=int8_path(default_model_path()))
+                           model_path=default_model_path())
     out = FramePipeline(backend)(np.zeros((240, 320, 3), np.uint8))
     assert out.panoptic.panoptic.shape == (240, 320)
     torch.manual_seed(0)
     other = SingleShotPanoptic(model.config)
     with pytest.raises(ValueError, match='quantised from other weights.*panoptic-ros-quantize'):
-        make_backend('onnxruntime_int8', other, int8_onnx=int8_path(model_path))
+        make_backend('onnxruntime_int8', other, model_path=model_path)
     with pytest.raises(ValueError, match='does not exist.*panoptic-ros-quantize'):
-        make_backend('onnxruntime_int8', model, int8_onnx=tmp_path / 'missing.int8.onnx')
+        make_backend('onnxruntime_int8', model, model_path=tmp_path / 'missing.safetensors')

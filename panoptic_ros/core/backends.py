@@ -11,8 +11,9 @@ Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `a
   mode 'max-autotune' / 'reduce-overhead').
 - `OnnxRuntimeBackend`: the exported ONNX (static shapes, opset 17) run by onnxruntime;
   `onnxruntime_int8` runs the model's INT8 QDQ file instead (core/quantization.py).
-- `TensorRTBackend` (panoptic_ros.core.tensorrt_backend): an FP16 engine built from the same
-  ONNX, cached on disk; written against TensorRT 10, **never executed in this workplace**.
+- `TensorRTBackend` (panoptic_ros.core.tensorrt_backend): an engine built from the fp16 export
+  (`tensorrt`) or the TensorRT-flavour INT8 QDQ file (`tensorrt_int8`), cached on disk;
+  written against TensorRT 10 and 11, **never executed in this workplace**.
 
 `make_backend` picks one by name and falls back with a logged warning (TensorRT absent ->
 PyTorch; CUDA absent -> CPU unless strict).
@@ -29,7 +30,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from panoptic_ros.core.model import output_names
 
 ONNX_OPSET = 17      # accepted by TensorRT 8.6-10.x and onnxruntime >= 1.14
-BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'onnxruntime_int8', 'tensorrt')
+BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'onnxruntime_int8', 'tensorrt',
+            'tensorrt_int8')
 log = logging.getLogger('panoptic_ros.backends')
 
 
@@ -97,11 +99,15 @@ class TorchBackend:
                 for k in output_names(self.model_config)}
 
 
-def export_onnx(model, path, opset=ONNX_OPSET):
-    """Export `model` (eval, fp32, BatchNorm folded) with a static [1, 3, H, W] input."""
+def export_onnx(model, path, opset=ONNX_OPSET, half=False):
+    """Export `model` (eval, BatchNorm folded) with a static [1, 3, H, W] input, in fp32 or,
+    with `half`, fp16 throughout (weights, input and outputs: what a strongly typed TensorRT
+    network builds an fp16 engine from)."""
     import copy
     model = copy.deepcopy(model).eval().cpu().float()
     fold_frozen_batchnorm(model)
+    dtype = torch.float16 if half else torch.float32
+    model = model.to(dtype)
     width, height = model.config.input_size
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +115,7 @@ def export_onnx(model, path, opset=ONNX_OPSET):
         # the TorchScript exporter (no onnxscript dependency) warns that it is the legacy one
         warnings.simplefilter('ignore', DeprecationWarning)
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path),
+        torch.onnx.export(model, (torch.zeros(1, 3, height, width, dtype=dtype),), str(path),
                           input_names=['image'], output_names=list(output_names(model.config)),
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     return path
@@ -141,6 +147,18 @@ class OnnxRuntimeBackend:
         return {k: torch.from_numpy(v) for k, v in zip(names, outputs)}
 
 
+def _int8_file(model_path, flavour, backend):
+    """The INT8 QDQ file of the checkpoint at model_path for `flavour`, or None for a
+    backend that does not need one."""
+    if not backend.endswith('_int8'):
+        return None
+    if model_path is None:
+        raise ValueError(f'backend {backend} needs the model file\'s path (its INT8 model '
+                         'lies next to it)')
+    from panoptic_ros.core.quantization import int8_path
+    return int8_path(model_path, flavour)
+
+
 def resolve_device(device, strict=False):
     """'cuda' without CUDA -> 'cpu' with a warning (or BackendUnavailable when strict)."""
     device = torch.device(device)
@@ -154,23 +172,26 @@ def resolve_device(device, strict=False):
 
 
 def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_device=False,
-                 threads=None, int8_onnx=None):
+                 threads=None, model_path=None):
     """Build backend `name` (one of BACKENDS) for `model` (SingleShotPanoptic, fp32, CPU).
 
     onnxruntime and tensorrt export the ONNX into `cache_dir` first (reused while the model
-    and input size are unchanged). onnxruntime_int8 runs `int8_onnx` (quantization.int8_path
-    of the model file), refused with the command that makes it when it is missing or was
-    quantised from other weights. Unavailable TensorRT falls back to PyTorch with a warning.
+    and input size are unchanged). onnxruntime_int8 and tensorrt_int8 run the INT8 QDQ file
+    next to `model_path` (quantization.int8_path), refused with the command that makes it
+    when it is missing or was quantised from other weights. Unavailable TensorRT falls back to
+    PyTorch with a warning.
     """
     if name not in BACKENDS:
         raise ValueError(f'backend {name!r} is not one of {BACKENDS}')
     device = resolve_device(device, strict_device)
     half = half and device.type == 'cuda'
-    if name == 'tensorrt':
+    if name in ('tensorrt', 'tensorrt_int8'):
         from panoptic_ros.core import tensorrt_backend
         try:
             return tensorrt_backend.TensorRTBackend.from_model(
-                model, cache_dir or '.cache', device=device)
+                model, cache_dir or '.cache', device=device,
+                precision='int8' if name == 'tensorrt_int8' else 'fp16',
+                int8_onnx=_int8_file(model_path, 'tensorrt', name))
         except BackendUnavailable as exc:
             log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
                         exc, 'torch_compile' if device.type == 'cuda' else 'eager')
@@ -180,8 +201,7 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
         return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads)
     if name == 'onnxruntime_int8':
         from panoptic_ros.core.quantization import check_int8
-        if int8_onnx is None:
-            raise ValueError('backend onnxruntime_int8 needs the path of the INT8 model')
+        int8_onnx = _int8_file(model_path, 'cpu', name)
         check_int8(int8_onnx, model)
         backend = OnnxRuntimeBackend(int8_onnx, model.config, model.anchors(), threads=threads)
         backend.name = 'onnxruntime_int8'
@@ -201,7 +221,7 @@ def configure_torch_threads(backend, threads=0):
     with 1 thread instead of 2), so 1. With the PyTorch backends: `threads` (0 = library
     default). Returns the thread count set, or None when left unchanged.
     """
-    if backend.name in ('onnxruntime', 'onnxruntime_int8', 'tensorrt'):
+    if backend.name in ('onnxruntime', 'onnxruntime_int8', 'tensorrt', 'tensorrt_int8'):
         torch.set_num_threads(1)
         return 1
     if threads:
@@ -221,12 +241,14 @@ def model_digest(model):
     return h.hexdigest()[:16]
 
 
-def cached_onnx(model, cache_dir):
-    """Export the ONNX once per model digest into cache_dir; returns its path."""
+def cached_onnx(model, cache_dir, half=False):
+    """Export the ONNX (fp32, or fp16 with `half`) once per model digest into cache_dir;
+    returns its path."""
     width, height = model.config.input_size
-    path = Path(cache_dir) / f'model-{model_digest(model)}-{width}x{height}.onnx'
+    path = Path(cache_dir) / \
+        f'model-{model_digest(model)}-{width}x{height}{"-fp16" if half else ""}.onnx'
     if not path.is_file():
         tmp = path.with_suffix('.tmp.onnx')
-        export_onnx(model, tmp)
+        export_onnx(model, tmp, half=half)
         tmp.replace(path)
     return path

@@ -9,9 +9,11 @@
 
 Two flavours of the same quantisation, because the runtimes want different activations:
 'cpu' (uint8 asymmetric activations, int8 weights: onnxruntime's fast U8S8 kernels on x86)
-and 'tensorrt' (int8 symmetric activations and weights, the explicit quantisation TensorRT
-accepts). The backend `onnxruntime_int8` runs the 'cpu' file and refuses one made for other
-weights (the digest differs) with the command that remakes it.
+and 'tensorrt' (int8 symmetric activations and weights, biases left in float: the explicit
+quantisation TensorRT accepts, standard-domain QuantizeLinear / DequantizeLinear only). The
+backends `onnxruntime_int8` and `tensorrt_int8` run their flavour's file and refuse one made
+for other weights (the digest differs) or the other runtime, with the command that remakes
+it.
 """
 
 import json
@@ -39,7 +41,8 @@ def _quantisation_options(flavour):
                     extra_options={})
     if flavour == 'tensorrt':
         return dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True})
+                    extra_options={'ActivationSymmetric': True, 'WeightSymmetric': True,
+                                   'QuantizeBias': False})   # TensorRT: int8 Q/DQ only
     raise ValueError(f'flavour {flavour!r} is not one of {FLAVOURS}')
 
 
@@ -76,6 +79,10 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
                         per_channel=True, nodes_to_exclude=list(keep_float), **options)
     quantized = onnx.load(str(out_path))
+    used = {node.domain for node in quantized.graph.node} | {'', 'ai.onnx'}
+    kept = [o for o in quantized.opset_import if o.domain in used]   # no unused domains
+    del quantized.opset_import[:]
+    quantized.opset_import.extend(kept)
     meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
             'kept_float': list(keep_float), **(record or {})}
     onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
@@ -97,8 +104,9 @@ def check_int8(path, model, flavour='cpu'):
     remake = (f'make it with `panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT'
               f'{"" if flavour == "cpu" else " --flavour " + flavour}`')
     if not path.is_file():
-        raise ValueError(f'backend onnxruntime_int8 needs the INT8 model {path}, which does '
-                         f'not exist: {remake}')
+        backend = 'onnxruntime_int8' if flavour == 'cpu' else f'{flavour}_int8'
+        raise ValueError(f'backend {backend} needs the INT8 model {path}, which does not '
+                         f'exist: {remake}')
     meta = read_metadata(path)
     if meta.get('digest') != model_digest(model) or meta.get('flavour') != flavour:
         raise ValueError(f'{path} was quantised from other weights or for another runtime '
