@@ -26,6 +26,7 @@ Usage: benchmarks/gpu_check.sh [--out FILE] [--budget-s 420] [--repeats 50]
 import argparse
 import copy
 from dataclasses import dataclass, field
+import itertools
 from pathlib import Path
 import re
 import statistics
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 from bench_panoptic_head import (IS_THING, make_borderness, make_heatmap, make_inputs,
-                                 make_learned)
+                                 make_learned, time_head)
 from common import machine_description
 from panoptic_ros.core.backends import TorchBackend
 from panoptic_ros.core.checkpoint import load_checkpoint
@@ -86,21 +87,6 @@ class Report:
 def synchronize(device):
     if torch.device(device).type == 'cuda':
         torch.cuda.synchronize()
-
-
-def time_ms(fn, device, repeats, warmup):
-    """(p50, p95) wall milliseconds of fn(), the device synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
 
 
 def camera_frame(height, width):
@@ -215,9 +201,9 @@ def paper_network(args, sizes):
                                   dtype=backend.input_dtype) for _ in range(3)]
             backend(images[0])                         # compile / first call
             build = time.perf_counter() - started
-            turn = iter(range(10 ** 9))
-            p50, p95 = time_ms(lambda: backend(images[next(turn) % 3]), args.device,
-                               sizes.repeats, sizes.warmup)
+            rotation = itertools.cycle(images)   # three inputs in turn, not one cached
+            p50, p95 = time_head(lambda: backend(next(rotation)), args.device, sizes.repeats,
+                                 sizes.warmup)
             lines.append(f'| {name} | {p50:.2f} | {p95:.2f} | {build:.0f} |')
             compiled = backend
         except Exception as error:   # noqa: BLE001 - reported in the results, others go on
@@ -278,7 +264,7 @@ def head_policies(args, sizes):
                                 borderness_map=borderness)
             cells = [f'{height} x {width}', f'{height // 4} x {width // 4}', policy]
             try:
-                eager = time_ms(run, args.device, sizes.repeats, sizes.warmup)
+                eager = time_head(run, args.device, sizes.repeats, sizes.warmup)
                 cells += [f'{eager[0]:.3f}', f'{eager[1]:.3f}']
             except Exception as error:   # noqa: BLE001 - reported, the others go on
                 lines.append('| ' + ' | '.join(cells + [f'failed: {first_line(error)}']) +
@@ -299,7 +285,7 @@ def graph_replay(run, args, sizes):
     graph.replay()
     if not torch.equal(out.panoptic, run().panoptic):
         return ['replay differs from eager', '']
-    p50, p95 = time_ms(graph.replay, args.device, sizes.repeats, sizes.warmup)
+    p50, p95 = time_head(graph.replay, args.device, sizes.repeats, sizes.warmup)
     return [f'{p50:.3f}', f'{p95:.3f}']
 
 
