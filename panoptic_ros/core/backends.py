@@ -29,7 +29,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from panoptic_ros.core.model import output_names
 
-ONNX_OPSET = 17      # accepted by TensorRT 8.6-10.x and onnxruntime >= 1.14
+ONNX_OPSET = 17      # accepted by TensorRT 8.6 to 11.x and onnxruntime >= 1.14
 BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'onnxruntime_int8', 'tensorrt',
             'tensorrt_int8')
 log = logging.getLogger('panoptic_ros.backends')
