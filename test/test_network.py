@@ -449,6 +449,30 @@ def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
     assert net.classes.tolist() == [config.thing_channels[1]]
 
 
+@pytest.mark.parametrize('box_head', ['retinanet', 'lpsnet'])
+def test_decode_candidates_equal_a_sigmoid_over_every_output(box_head):
+    """The decoder takes a sigmoid only where the class logit alone can pass; the candidates,
+    scores and order equal thresholding sigmoid(class) [x sigmoid(border-ness)] everywhere."""
+    config = default_model_config(**SMALL, box_head=box_head)
+    anchors = SingleShotPanoptic(config).anchors()
+    a, gen = anchors.shape[0], torch.Generator().manual_seed(5)
+    raw = {'cls_logits': torch.randn(1, a, 6, generator=gen) * 3,
+           'bbox_regression': torch.randn(1, a, 4, generator=gen) * 0.1,
+           'bbox_borderness': torch.randn(1, a, 1, generator=gen) * 2,
+           'sem_logits': torch.zeros(1, 10, 32, 40), 'center_offsets': torch.zeros(1, 2, 32, 40)}
+    for threshold in (0.0, 0.3, 0.9, 0.999, 1.0):
+        decode = DecodeConfig(score_threshold=threshold, topk_candidates=50, max_detections=50)
+        net = Decoder(anchors, config.thing_channels, decode, box_head)(raw, 1.0, (128, 160))
+        every = torch.sigmoid(raw['cls_logits'][0])
+        if box_head == 'lpsnet':
+            every = every * torch.sigmoid(raw['bbox_borderness'][0])
+        every = every.flatten()
+        passing = every[every > threshold]
+        expected = passing.topk(min(50, passing.numel())).values
+        assert set(net.scores.tolist()) <= set(expected.tolist()), threshold
+        assert (net.scores.numel() == 0) == (expected.numel() == 0), threshold
+
+
 def test_inference_imports_neither_training_data_nor_the_simulator():
     code = ('import sys, panoptic_ros.core.perception; '
             'print(sorted(m for m in sys.modules if m.startswith("panoptic_ros.core.")))')

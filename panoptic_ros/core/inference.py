@@ -96,15 +96,19 @@ class Decoder:
         cfg = self.config
         h, w = image_size
         num_classes = raw['cls_logits'].shape[-1]
-        # candidates: every (anchor, class) above the threshold, best topk of them
-        scores = torch.sigmoid(raw['cls_logits'][0].float())
+        # candidates: every (anchor, class) above the threshold, best topk of them; only
+        # those whose class logit alone can pass get a sigmoid (border-ness <= 1)
+        logits = raw['cls_logits'][0].float().flatten()
+        keep = torch.nonzero(logits > logit(cfg.score_threshold)).squeeze(1)
+        scores = torch.sigmoid(logits[keep])
         if self.box_head == 'lpsnet':   # border-ness x confidence, before NMS
-            scores = scores * torch.sigmoid(raw['bbox_borderness'][0].float())
-        scores = scores.flatten()
-        keep = torch.nonzero(scores > cfg.score_threshold).squeeze(1)
+            borderness = raw['bbox_borderness'][0].float().flatten()
+            scores = scores * torch.sigmoid(borderness[keep // num_classes])
+        passing = scores > cfg.score_threshold
+        keep, scores = keep[passing], scores[passing]
         if keep.numel() > cfg.topk_candidates:
-            keep = keep[scores[keep].topk(cfg.topk_candidates).indices]
-        scores = scores[keep]
+            best = scores.topk(cfg.topk_candidates).indices
+            keep, scores = keep[best], scores[best]
         anchor_idx, labels = keep // num_classes, keep % num_classes
         deltas = raw['bbox_regression'][0].float()[anchor_idx]
         boxes = self.box_coder.decode(deltas[None], self.anchors[anchor_idx][None])[0] \
@@ -128,6 +132,15 @@ class Decoder:
                              center_heatmap=heatmap,
                              borderness_map=None if borderness is None else
                              torch.sigmoid(borderness))
+
+
+def logit(p):
+    """The logit whose sigmoid is p (p in [0, 1]; -inf and inf at the ends), a float."""
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))
 
 
 class NonFiniteOutput(RuntimeError):
