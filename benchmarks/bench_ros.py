@@ -5,12 +5,13 @@ stamps, camera_info with each image, sensor-data QoS) -> the node under test -> 
 subscribed (reliable) to the node's panoptic, detections and occupancy outputs. For each
 camera resolution it runs panoptic_node (the shipped model, --backend) and a pass-through
 node (republishes each image, no processing) under the same input rate (and
-panoptic_node with overlap_stages on, panoptic_overlap), and reports output
+panoptic_node with overlap_stages on, panoptic_overlap, or the fp32 network, panoptic_fp32),
+and reports output
 FPS, the age of each output (arrival time - image stamp) p50 / p95, the node's CPU (100 % =
 one core, from /proc) and RSS, and panoptic_node's own per-stage p50 from /diagnostics.
 
-Usage: python benchmarks/bench_ros.py [--rate 30] [--frames 300] [--backend onnxruntime]
-           [--sizes 640x480 1280x720] [--nodes panoptic panoptic_overlap passthrough]
+Usage: python benchmarks/bench_ros.py [--rate 30] [--frames 300] [--backend onnxruntime_int8]
+           [--sizes 640x480 1280x720] [--nodes panoptic panoptic_overlap panoptic_fp32 passthrough]
            [--out benchmarks/results/ros_e2e_cpu.md]
 """
 
@@ -28,7 +29,7 @@ from ros_load import run_load
 
 # node under test -> extra parameters of panoptic_node (None: the pass-through node)
 NODES = {'panoptic': [], 'panoptic_overlap': ['-p', 'overlap_stages:=true'],
-         'passthrough': None}
+         'panoptic_fp32': ['-p', 'backend:=onnxruntime'], 'passthrough': None}
 
 
 def node_command(kind, backend, device, cache_dir):
@@ -45,10 +46,11 @@ def main():
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--frames', type=int, default=300, help='measured frames per case')
     parser.add_argument('--warmup', type=int, default=20)
-    parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--backend', default='onnxruntime_int8')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--sizes', nargs='+', default=['640x480', '1280x720'])
-    parser.add_argument('--nodes', nargs='+', choices=NODES, default=list(NODES),
+    parser.add_argument('--nodes', nargs='+', choices=NODES,
+                        default=['panoptic', 'panoptic_fp32', 'passthrough'],
                         help='nodes under test, one after the other at each size')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/ros_e2e_cpu.md'))
     args = parser.parse_args()

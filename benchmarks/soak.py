@@ -8,7 +8,7 @@ Reports output rate, age p50 / p95 / max, RSS after warm-up and at the end (grow
 stay < 5 %), the node's drop and failure counters from /diagnostics, and whether it is
 still up and exits cleanly (code 0 on SIGTERM). Prints a table and writes it to a file.
 
-Usage: python benchmarks/soak.py [--frames 10000] [--backend onnxruntime]
+Usage: python benchmarks/soak.py [--frames 10000] [--backend onnxruntime_int8]
            [--out benchmarks/results/soak_cpu.md]
 """
 
@@ -32,7 +32,7 @@ def main():
     parser.add_argument('--frames', type=int, default=10000)
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
-    parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--backend', default='onnxruntime_int8')
     parser.add_argument('--warmup-fraction', type=float, default=0.1,
                         help='RSS growth is measured from this fraction of the run')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/soak_cpu.md'))

@@ -1,7 +1,7 @@
 """panoptic-ros-quantize: the INT8 model of a checkpoint, calibrated on rendered frames.
 
   panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT [--num 200]
-      [--flavour cpu|tensorrt] [--keep-float NODE ...] [--out FILE]
+      [--flavour cpu|tensorrt] [--float-first N] [--keep-float NODE ...] [--out FILE]
 
 Reads the first --num camera images of a COCO-panoptic split (a split apart from the one
 the accuracy is measured on), quantises the network (core/quantization.py) and writes
@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument('--flavour', choices=FLAVOURS, default='cpu')
     parser.add_argument('--keep-float', nargs='*', default=[], metavar='NODE',
                         help='ONNX node names to leave in float (a layer that quantises badly)')
+    parser.add_argument('--float-first', type=int, default=0, metavar='N',
+                        help='leave the first N convolutions (the encoder\'s stem) in float')
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
     model, _ = load_checkpoint(args.model)
@@ -43,7 +45,7 @@ def main(argv=None):
     started = time.perf_counter()
     command = 'panoptic-ros-quantize ' + ' '.join(sys.argv[1:] if argv is None else argv)
     quantize_model(model, (dataset.load(i)[0] for i in range(count)), out, args.flavour,
-                   keep_float=args.keep_float,
+                   keep_float=args.keep_float, float_first=args.float_first,
                    record={'command': command, 'data': f'{args.data}/{args.split}',
                            'machine': f'{cpu_model()}, Python {platform.python_version()}'})
     print(f'wrote {out} ({count} calibration frames, {time.perf_counter() - started:.0f} s)')

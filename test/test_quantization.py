@@ -1,18 +1,20 @@
 """INT8: the shipped model quantised to a QDQ ONNX, run by the onnxruntime_int8 backend.
 
-Verifies: quantising the shipped light model on four rendered frames gives a file whose
-metadata names the model's digest and flavour; on two rendered frames the shipped INT8 file
-(200 calibration frames) gives category labels equal to the fp32 ONNX model's on at least
-60 % of the pixels of each frame (0.91 and 0.67 measured: the INT8 model loses 4.9 PQ on the
-val split, benchmarks/results/network_int8_cpu.md) and, for at least 80 % of the fp32
-detections scoring 0.5 or more, a detection of their class with box IoU >= 0.5; it runs on a
-blank frame; a missing file or one quantised from other weights is refused naming
-panoptic-ros-quantize. Does not verify the
-speed or the accuracy on a val split (benchmarks/bench_network.py), nor the TensorRT flavour
-in TensorRT (not installable here).
+Verifies: quantising the shipped light model on four rendered frames (two stem convolutions
+in float) gives a file whose metadata names the model's digest, flavour and the convolutions
+kept in float; on two rendered frames the shipped INT8 file (200 calibration frames, the
+first six convolutions in float) gives category labels equal to the fp32 ONNX model's on at
+least 90 % of the pixels of each frame (0.99 and 0.94 measured) and, for at least 90 % of
+the fp32 detections scoring 0.5 or more, a detection of their class with box IoU >= 0.5 (12
+of 12 measured); it runs on a blank frame; a file quantised from other weights is refused
+naming panoptic-ros-quantize, and the backend then, as for a missing file, falls back to
+fp32 with a warning naming it. Does not verify the speed or the accuracy
+on a val split (benchmarks/bench_network.py), nor the TensorRT flavour in TensorRT (not
+installable here).
 """
 
 import copy
+import logging
 import shutil
 
 import numpy as np
@@ -24,7 +26,7 @@ from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.inference import FramePipeline
 from panoptic_ros.core.model import SingleShotPanoptic
-from panoptic_ros.core.quantization import int8_path, quantize_model, read_metadata
+from panoptic_ros.core.quantization import check_int8, int8_path, quantize_model, read_metadata
 from panoptic_ros.core.settings import default_model_path
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
@@ -38,7 +40,7 @@ def quantised(tmp_path_factory):
     shutil.copy(default_model_path(), model_path)
     model, _ = load_checkpoint(model_path)
     frames = [render_random_frame(seed, SimConfig()).rgb for seed in (201, 202, 203, 204)]
-    quantize_model(model, frames, int8_path(model_path), cache_dir=folder)
+    quantize_model(model, frames, int8_path(model_path), cache_dir=folder, float_first=2)
     return model, model_path
 
 
@@ -46,6 +48,7 @@ def test_int8_agrees_with_fp32_on_rendered_frames(quantised, tmp_path):
     model, model_path = quantised
     meta = read_metadata(int8_path(model_path))
     assert meta['flavour'] == 'cpu' and meta['frames'] == 4 and len(meta['digest']) == 16
+    assert len(meta['kept_float']) == 2 and all(n.endswith('Conv') for n in meta['kept_float'])
     # the shipped INT8 file (200 calibration frames; four are too few to judge it)
     shipped, _ = load_checkpoint(default_model_path())
     pipelines = [FramePipeline(make_backend(name, copy.deepcopy(shipped), cache_dir=tmp_path,
@@ -57,25 +60,30 @@ def test_int8_agrees_with_fp32_on_rendered_frames(quantised, tmp_path):
         rgb = render_random_frame(seed, SimConfig()).rgb
         fp32, int8 = (pipeline(rgb) for pipeline in pipelines)
         same = (fp32.panoptic.semantic() == int8.panoptic.semantic()).float().mean().item()
-        assert same >= 0.6, (seed, same)
+        assert same >= 0.9, (seed, same)
         confident = fp32.network.scores >= 0.5
         for box, cls in zip(fp32.network.boxes[confident], fp32.network.classes[confident]):
             total += 1
             candidates = int8.network.boxes[int8.network.classes == cls]
             matched += bool(len(candidates) and box_iou(box[None], candidates).max() >= 0.5)
-    assert total > 0 and matched >= 0.8 * total, (matched, total)
+    assert total > 0 and matched >= 0.9 * total, (matched, total)
 
 
-def test_shipped_int8_runs_and_stale_or_missing_files_are_refused(quantised, tmp_path):
+def test_shipped_int8_runs_and_stale_or_missing_files_fall_back(quantised, tmp_path, caplog):
     model, model_path = quantised
     shipped, _ = load_checkpoint(default_model_path())
-    backend = make_backend('onnxruntime_int8', shipped,
-                           model_path=default_model_path())
+    backend = make_backend('onnxruntime_int8', shipped, model_path=default_model_path())
     out = FramePipeline(backend)(np.zeros((240, 320, 3), np.uint8))
     assert out.panoptic.panoptic.shape == (240, 320)
     torch.manual_seed(0)
     other = SingleShotPanoptic(model.config)
     with pytest.raises(ValueError, match='quantised from other weights.*panoptic-ros-quantize'):
-        make_backend('onnxruntime_int8', other, model_path=model_path)
-    with pytest.raises(ValueError, match='does not exist.*panoptic-ros-quantize'):
-        make_backend('onnxruntime_int8', model, model_path=tmp_path / 'missing.safetensors')
+        check_int8(int8_path(model_path), other)
+    for weights, path in ((other, model_path), (model, tmp_path / 'missing.safetensors')):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
+            backend = make_backend('onnxruntime_int8', weights, cache_dir=tmp_path,
+                                   model_path=path)
+        assert backend.name == 'onnxruntime', caplog.text
+        assert 'falling back to onnxruntime in fp32' in caplog.text and \
+            'panoptic-ros-quantize' in caplog.text

@@ -16,7 +16,7 @@ Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `a
   written against TensorRT 10 and 11, **never executed in this workplace**.
 
 `make_backend` picks one by name and falls back with a logged warning (TensorRT absent ->
-PyTorch; CUDA absent -> CPU unless strict).
+PyTorch; no INT8 file for these weights -> fp32; CUDA absent -> CPU unless strict).
 """
 
 import logging
@@ -177,9 +177,9 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
 
     onnxruntime and tensorrt export the ONNX into `cache_dir` first (reused while the model
     and input size are unchanged). onnxruntime_int8 and tensorrt_int8 run the INT8 QDQ file
-    next to `model_path` (quantization.int8_path), refused with the command that makes it
-    when it is missing or was quantised from other weights. Unavailable TensorRT falls back to
-    PyTorch with a warning.
+    next to `model_path` (quantization.int8_path); where it is missing or was quantised from
+    other weights, onnxruntime_int8 falls back to onnxruntime in fp32 with a warning that
+    names the command making it. Unavailable TensorRT falls back to PyTorch with a warning.
     """
     if name not in BACKENDS:
         raise ValueError(f'backend {name!r} is not one of {BACKENDS}')
@@ -196,16 +196,22 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
             log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
                         exc, 'torch_compile' if device.type == 'cuda' else 'eager')
             name = 'torch_compile' if device.type == 'cuda' else 'torch'
+    if name == 'onnxruntime_int8':
+        from panoptic_ros.core.quantization import check_int8
+        try:
+            int8_onnx = _int8_file(model_path, 'cpu', name)
+            check_int8(int8_onnx, model)
+        except ValueError as exc:
+            log.warning('INT8 model unusable (%s): falling back to onnxruntime in fp32', exc)
+            name = 'onnxruntime'
+        else:
+            backend = OnnxRuntimeBackend(int8_onnx, model.config, model.anchors(),
+                                         threads=threads)
+            backend.name = 'onnxruntime_int8'
+            return backend
     if name == 'onnxruntime':
         onnx_path = cached_onnx(model, cache_dir or '.cache')
         return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads)
-    if name == 'onnxruntime_int8':
-        from panoptic_ros.core.quantization import check_int8
-        int8_onnx = _int8_file(model_path, 'cpu', name)
-        check_int8(int8_onnx, model)
-        backend = OnnxRuntimeBackend(int8_onnx, model.config, model.anchors(), threads=threads)
-        backend.name = 'onnxruntime_int8'
-        return backend
     if name == 'torch_compile':
         mode = 'max-autotune' if device.type == 'cuda' else 'default'
         return TorchBackend(model, device, half, compile=mode)

@@ -11,9 +11,9 @@ Two flavours of the same quantisation, because the runtimes want different activ
 'cpu' (uint8 asymmetric activations, int8 weights: onnxruntime's fast U8S8 kernels on x86)
 and 'tensorrt' (int8 symmetric activations and weights, biases left in float: the explicit
 quantisation TensorRT accepts, standard-domain QuantizeLinear / DequantizeLinear only). The
-backends `onnxruntime_int8` and `tensorrt_int8` run their flavour's file and refuse one made
-for other weights (the digest differs) or the other runtime, with the command that remakes
-it.
+backends `onnxruntime_int8` and `tensorrt_int8` run their flavour's file; one made for other
+weights (the digest differs) or the other runtime is not used (onnxruntime_int8 then runs
+fp32, with a warning naming the command that remakes it).
 """
 
 import json
@@ -47,12 +47,13 @@ def _quantisation_options(flavour):
 
 
 def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, record=None,
-                   keep_float=()):
+                   keep_float=(), float_first=0):
     """Quantise `model` (SingleShotPanoptic) on `frames` (uint8 RGB [h, w, 3] each, camera
     images: the same letterbox as at run time) into `out_path`; returns out_path.
 
     record: a dict stored in the metadata beside the digest (calibration data, command);
-    keep_float: ONNX node names left in float (a layer that quantises badly).
+    keep_float: ONNX node names left in float (a layer that quantises badly);
+    float_first: the first N convolutions of the graph (the encoder's stem) left in float.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -76,15 +77,17 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
         fp32 = cached_onnx(model, cache_dir or scratch)
         prepared = Path(scratch) / 'prepared.onnx'
         quant_pre_process(str(fp32), str(prepared))
+        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == 'Conv']
+        keep_float = list(keep_float) + convs[:float_first]
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, nodes_to_exclude=list(keep_float), **options)
+                        per_channel=True, nodes_to_exclude=keep_float, **options)
     quantized = onnx.load(str(out_path))
     used = {node.domain for node in quantized.graph.node} | {'', 'ai.onnx'}
     kept = [o for o in quantized.opset_import if o.domain in used]   # no unused domains
     del quantized.opset_import[:]
     quantized.opset_import.extend(kept)
     meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
-            'kept_float': list(keep_float), **(record or {})}
+            'kept_float': keep_float, **(record or {})}
     onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
     onnx.save(quantized, str(out_path))
     return Path(out_path)

@@ -84,7 +84,8 @@ class Spec:
 _head, _decode = PanopticHeadConfig(), DecodeConfig()
 PARAMETERS = {
     'model_path': Spec('', 'checkpoint (.safetensors); empty = the shipped light model'),
-    'backend': Spec('onnxruntime', 'network runtime', choices=BACKENDS),
+    'backend': Spec('onnxruntime_int8', 'network runtime (onnxruntime_int8 runs fp32 where the '
+                                        'model has no INT8 file)', choices=BACKENDS),
     'device': Spec('cpu', "'cpu' or 'cuda[:N]' ('cuda' falls back to the CPU unless "
                           "strict_device)"),
     'strict_device': Spec(False, 'fail at start-up instead of falling back to the CPU'),

@@ -1,7 +1,7 @@
 """The demo (README's main job): a camera -> panoptic_node -> evaluator, over DDS.
 
   python -m panoptic_ros.ros.demo [--frames 60] [--rate 10] [--out out] [--model PATH]
-                              [--backend onnxruntime] [--timeout 300]
+                              [--backend onnxruntime_int8] [--timeout 300]
   python -m panoptic_ros.ros.demo --video FILE [--fov 60] [--out DIR] ...
 
 1. Sim (default): renders a driving sequence once (out/demo/sequence_*; reused afterwards).
@@ -317,7 +317,7 @@ def main(argv=None):
                         help='video: vertical field of view of the pinhole guess, degrees')
     parser.add_argument('--out', type=Path, default=Path('out'))
     parser.add_argument('--model', type=Path, default=None)
-    parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--backend', default='onnxruntime_int8')
     parser.add_argument('--timeout', type=float, default=300.0)
     args = parser.parse_args(argv)
     model = args.model or default_model_path()
