@@ -147,7 +147,7 @@ def refine_examples(frames, thing_channels):
         index = torch.tensor([n for n, _ in rows])
         region = F.max_pool2d(inside[index].float()[None], 5, 1, 2)[0]   # box grown 2 cells
         examples.append((masks[index].float(), torch.softmax(f['sem_logits'], 0),
-                         torch.searchsorted(thing_channels, f['classes'][index]),
+                         reference.thing_index(thing_channels, f['classes'][index]),
                          torch.stack([gt for _, gt in rows]).float(),
                          torch.maximum(region, torch.stack([gt for _, gt in rows]).float())))
     return examples

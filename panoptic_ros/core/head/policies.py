@@ -244,8 +244,7 @@ class Refined:
     @staticmethod
     def thing_index(inputs):
         """Each detection's refinement network, int64 [N]."""
-        return torch.searchsorted(inputs.thing_channels, inputs.classes).clamp(
-            max=inputs.thing_channels.shape[0] - 1)
+        return reference.thing_index(inputs.thing_channels, inputs.classes)
 
     def refined_masks(self, inputs, form='fast_logits'):
         """(box-cropped masks bool [N, h, w], refined masks bool [N, h, w]): where the class

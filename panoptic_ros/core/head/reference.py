@@ -266,6 +266,12 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     return nearest.view(h, w), is_det, boxes, scores, classes, valid
 
 
+def thing_index(thing_channels, classes):
+    """Each detection's position among the thing channels, int64 [N] (its thing class's
+    plane or network; padding slots get a valid index, their masks are empty)."""
+    return torch.searchsorted(thing_channels, classes).clamp(max=thing_channels.shape[0] - 1)
+
+
 def box_ranges(inside_x, inside_y):
     """Each box's grid rows [r0, r1) and columns [c0, c1) (empty for padding), int64 [N] each:
     pixel centres increase along each axis, so a box covers a contiguous range."""
@@ -285,7 +291,7 @@ def class_mask_counts(sem_class, classes, thing_channels, inside_x, inside_y):
     """
     (h, w), t = sem_class.shape, thing_channels.shape[0]
     r0, r1, c0, c1 = box_ranges(inside_x, inside_y)
-    of_class = torch.searchsorted(thing_channels, classes).clamp(max=t - 1)
+    of_class = thing_index(thing_channels, classes)
     real = ((r1 > r0) & (c1 > c0) & (thing_channels.take(of_class) == classes)).float()
     corners = torch.zeros(t, h + 1, w + 1, device=sem_class.device)
     for rows, cols, sign in ((r0, c0, 1.0), (r0, c1, -1.0), (r1, c0, -1.0), (r1, c1, 1.0)):
@@ -300,12 +306,11 @@ def mask_means(values, sem_class, classes, thing_channels, inside_x, inside_y):
 
     Args: values float [T, h, w]; the rest as class_mask_counts.
     """
-    t = thing_channels.shape[0]
     own = (sem_class[None] == thing_channels[:, None, None]).double()           # [T, h, w]
     both = torch.stack([values.double() * own, own])                          # [2, T, h, w]
     integral = torch.nn.functional.pad(both.cumsum(2).cumsum(3), (1, 0, 1, 0))
     r0, r1, c0, c1 = box_ranges(inside_x, inside_y)
-    of_class = torch.searchsorted(thing_channels, classes).clamp(max=t - 1)
+    of_class = thing_index(thing_channels, classes)
 
     def at(rows, cols):
         return integral[:, of_class, rows, cols]                                  # [2, N]
