@@ -10,6 +10,10 @@
   panoptic-ros-sim sequence --out DIR --frames N [--seed S --fps 10 --speed 1.0]
                    a robot driving through one scene, rendered once for replay
                    (layout: panoptic_ros/core/sim/sequence.py)
+  panoptic-ros-sim rig --out DIR --frames N [--seed S --fps 5 --speed 0.5
+                   --layout surround|front_sides]
+                   a rig of cameras on one robot (four 90 degrees apart, or three wide ones
+                   ahead) driving through one scene, with odometry (core/sim/rig.py)
   panoptic-ros-sim footprint-priors [--first 1000 --num 120 --workers 2 --out FILE.md]
                    measure the thing classes' footprint priors and sweep footprint_scale
                    and top_weight on calibration frames (panoptic_ros/core/sim/priors.py);
@@ -44,6 +48,7 @@ from panoptic_ros.core.sim.coco import annotation, write_image_jpeg, write_panop
 from panoptic_ros.core.sim.occupancy_gt import write_grid_png
 from panoptic_ros.core.sim.priors import (calibration_sweep, CALIBRATION_SEEDS,
                                           measure_footprint_priors)
+from panoptic_ros.core.sim.rig import render_rig_sequence, RIGS
 from panoptic_ros.core.sim.sequence import render_sequence
 from panoptic_ros.core.sim.taxonomy import (
     class_colors, CLASSES, coco_categories, LABEL_DIVISOR)
@@ -195,6 +200,13 @@ def main(argv=None):
     sq.add_argument('--speed', type=float, default=1.0, help='m/s')
     sq.add_argument('--width', type=int, default=640)
     sq.add_argument('--height', type=int, default=480)
+    rg = commands.add_parser('rig', help='render the surround rig driving through a scene')
+    rg.add_argument('--out', type=Path, required=True)
+    rg.add_argument('--frames', type=int, required=True)
+    rg.add_argument('--seed', type=int, default=0)
+    rg.add_argument('--fps', type=float, default=5.0)
+    rg.add_argument('--speed', type=float, default=0.5, help='m/s')
+    rg.add_argument('--layout', choices=RIGS, default='surround')
     fp = commands.add_parser('footprint-priors', help='measure the footprint priors')
     fp.add_argument('--first', type=int, default=CALIBRATION_SEEDS[0])
     fp.add_argument('--num', type=int, default=len(CALIBRATION_SEEDS))
@@ -220,6 +232,15 @@ def main(argv=None):
                             SimConfig(width=args.width, height=args.height),
                             progress=lambda done, total: bar.update(1))
         print(f'wrote {args.frames} frames to {args.out}')
+        return
+    if args.command == 'rig':
+        if args.frames < 1 or args.fps <= 0:
+            parser.error('--frames must be >= 1 and --fps > 0')
+        with tqdm(total=args.frames, desc='rig', unit='moment') as bar:
+            render_rig_sequence(args.out, args.seed, args.frames, RIGS[args.layout],
+                                fps=args.fps, speed=args.speed,
+                                progress=lambda done, total: bar.update(1))
+        print(f'wrote {args.frames} moments of {len(RIGS[args.layout])} cameras to {args.out}')
         return
     if args.command == 'preview':
         frame = preview(args.seed, args.out)

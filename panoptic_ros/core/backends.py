@@ -1,10 +1,12 @@
 """Backend step: run the network on a preprocessed batch, one small interface for every runtime.
 
-    backend(x [1, 3, H, W] on backend.device, dtype backend.input_dtype)
+    backend(x [B, 3, H, W] on backend.device, dtype backend.input_dtype)
         -> {'sem_logits', 'center_offsets', 'cls_logits', 'bbox_regression'
             [, 'center_heatmap']}    (model.py: output_names(config))
 
-Every backend also exposes `name`, `device`, `model_config` (ModelConfig) and `anchors` [A, 4].
+Every backend also exposes `name`, `device`, `model_config` (ModelConfig), `anchors` [A, 4]
+and `batch`: the images one call takes (the number of cameras: the ONNX and TensorRT
+backends run a static batch, core.onnx_batch; the PyTorch ones take any batch up to it).
 
 - `TorchBackend`: PyTorch eager on CPU or CUDA, fp32 or fp16 (CUDA), frozen BatchNorm folded
   into the convolutions; optionally `torch.compile` (on CUDA with CUDA graphs:
@@ -86,6 +88,7 @@ class TorchBackend:
         self.input_dtype = torch.float16 if half else torch.float32
         self.model = model.to(self.device, self.input_dtype)
         self.name = 'torch' + ('_compile' if compile else '') + ('_fp16' if half else '')
+        self.batch = 1   # any batch runs; make_backend sets the cameras' number
         self._run = self.model
         if compile:
             self._run = torch.compile(self.model, mode=None if compile == 'default' else compile,
@@ -124,7 +127,8 @@ def export_onnx(model, path, opset=ONNX_OPSET, half=False):
 class OnnxRuntimeBackend:
     """onnxruntime InferenceSession on the exported ONNX (CPU provider unless given)."""
 
-    def __init__(self, onnx_path, model_config, anchors, providers=None, threads=None):
+    def __init__(self, onnx_path, model_config, anchors, providers=None, threads=None,
+                 batch=1, cache_dir=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -133,6 +137,9 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        from panoptic_ros.core.onnx_batch import rebatched_path
+        onnx_path = rebatched_path(onnx_path, batch, cache_dir or Path(onnx_path).parent)
+        self.batch = batch
         self.session = ort.InferenceSession(str(onnx_path), options,
                                             providers=providers or ['CPUExecutionProvider'])
         self.device = torch.device('cpu')
@@ -172,7 +179,7 @@ def resolve_device(device, strict=False):
 
 
 def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_device=False,
-                 threads=None, model_path=None):
+                 threads=None, model_path=None, batch=1):
     """Build backend `name` (one of BACKENDS) for `model` (SingleShotPanoptic, fp32, CPU).
 
     onnxruntime and tensorrt export the ONNX into `cache_dir` first (reused while the model
@@ -180,6 +187,7 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
     next to `model_path` (quantization.int8_path); where it is missing or was quantised from
     other weights, onnxruntime_int8 falls back to onnxruntime in fp32 with a warning that
     names the command making it. Unavailable TensorRT falls back to PyTorch with a warning.
+    `batch`: images per call (one per camera).
     """
     if name not in BACKENDS:
         raise ValueError(f'backend {name!r} is not one of {BACKENDS}')
@@ -191,7 +199,7 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
             return tensorrt_backend.TensorRTBackend.from_model(
                 model, cache_dir or '.cache', device=device,
                 precision='int8' if name == 'tensorrt_int8' else 'fp16',
-                int8_onnx=_int8_file(model_path, 'tensorrt', name))
+                int8_onnx=_int8_file(model_path, 'tensorrt', name), batch=batch)
         except BackendUnavailable as exc:
             log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
                         exc, 'torch_compile' if device.type == 'cuda' else 'eager')
@@ -206,16 +214,19 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
             name = 'onnxruntime'
         else:
             backend = OnnxRuntimeBackend(int8_onnx, model.config, model.anchors(),
-                                         threads=threads)
+                                         threads=threads, batch=batch,
+                                         cache_dir=cache_dir or '.cache')
             backend.name = 'onnxruntime_int8'
             return backend
     if name == 'onnxruntime':
         onnx_path = cached_onnx(model, cache_dir or '.cache')
-        return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads)
-    if name == 'torch_compile':
-        mode = 'max-autotune' if device.type == 'cuda' else 'default'
-        return TorchBackend(model, device, half, compile=mode)
-    return TorchBackend(model, device, half)
+        return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads,
+                                  batch=batch, cache_dir=cache_dir or '.cache')
+    backend = TorchBackend(model, device, half, compile='max-autotune' if device.type == 'cuda'
+                           else 'default') if name == 'torch_compile' else \
+        TorchBackend(model, device, half)
+    backend.batch = batch
+    return backend
 
 
 def configure_torch_threads(backend, threads=0):

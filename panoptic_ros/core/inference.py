@@ -228,19 +228,41 @@ class FramePipeline:
         """The first half, preprocess -> network -> decode -> finite check: (NetworkOutput,
         StageTimer). A caller may run it for the next frame while head_stage finishes this
         one (the two share no state)."""
-        timer = StageTimer(self.device)
-        with timer('preprocess'):
-            x, scale = self.preprocess(rgb)
-        with timer('network'):
+        return self.network_stage_batch([rgb])[0]
+
+    def network_stage_batch(self, images):
+        """network_stage for several camera images in one network call (the newest frame
+        of each camera): [(NetworkOutput, StageTimer)] in their order. The call takes
+        backend.batch images (fewer are padded with zeros, whose outputs are not decoded);
+        each frame's timer holds its own preprocess and decode and the call's network time.
+        A non-finite output raises NonFiniteOutput for the whole batch."""
+        batch = getattr(self.backend, 'batch', 1)
+        if not 1 <= len(images) <= batch:
+            raise ValueError(f'{len(images)} images for a network of batch {batch}')
+        timers = [StageTimer(self.device) for _ in images]
+        inputs = []
+        for rgb, timer in zip(images, timers):
+            with timer('preprocess'):
+                inputs.append(self.preprocess(rgb))
+        network = StageTimer(self.device)
+        with network('network'):
+            x = torch.cat([x for x, _ in inputs])
+            if len(images) < batch:
+                x = torch.cat([x, x.new_zeros((batch - len(images), *x.shape[1:]))])
             raw = self.backend(x)
-        with timer('decode'):
-            net = self.decode(raw, scale, rgb.shape[:2])
-            bad = check_finite({'sem_logits': net.sem_logits,
-                                'center_offsets': net.center_offsets, 'boxes': net.boxes,
-                                'scores': net.scores})
+        results, bad = [], []
+        for k, (rgb, timer, (_, scale)) in enumerate(zip(images, timers, inputs)):
+            timer.seconds['network'] = network.seconds['network']
+            with timer('decode'):
+                net = self.decode({name: value[k:k + 1] for name, value in raw.items()},
+                                  scale, rgb.shape[:2])
+                bad += check_finite({'sem_logits': net.sem_logits,
+                                     'center_offsets': net.center_offsets,
+                                     'boxes': net.boxes, 'scores': net.scores})
+            results.append((net, timer))
         if bad:
-            raise NonFiniteOutput(bad)
-        return net, timer
+            raise NonFiniteOutput(sorted(set(bad)))
+        return results
 
     def head_stage(self, net, timer):
         """The second half, the panoptic head on network_stage's output -> FrameResult."""

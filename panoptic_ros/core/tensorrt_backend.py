@@ -29,6 +29,7 @@ import torch
 
 from panoptic_ros.core.backends import BackendUnavailable, cached_onnx
 from panoptic_ros.core.model import output_names
+from panoptic_ros.core.onnx_batch import rebatched_path
 
 log = logging.getLogger('panoptic_ros.tensorrt')
 TESTED_AGAINST = 'TensorRT 10.x and 11.x Python APIs (not executed here)'
@@ -135,15 +136,18 @@ class TensorRTBackend:
                 self.context.set_tensor_address(name, self.outputs[name].data_ptr())
 
     @classmethod
-    def from_model(cls, model, cache_dir, device='cuda', precision='fp16', int8_onnx=None):
-        """Export the ONNX (cached), build or reuse the engine, and load it."""
+    def from_model(cls, model, cache_dir, device='cuda', precision='fp16', int8_onnx=None,
+                   batch=1):
+        """Export the ONNX (cached; rebatched for `batch` cameras), build or reuse the
+        engine, and load it."""
         trt = _import_tensorrt()
-        onnx_path = source_onnx(model, cache_dir, precision, int8_onnx)
+        onnx_path = rebatched_path(source_onnx(model, cache_dir, precision, int8_onnx), batch,
+                                   cache_dir)
         width, height = model.config.input_size
         index = torch.device(device).index or 0
         key = engine_cache_key(onnx_path.read_bytes(), torch.cuda.get_device_name(index),
                                torch.cuda.get_device_capability(index), trt.__version__,
-                               (1, 3, height, width), precision)
+                               (batch, 3, height, width), precision)
         path = engine_path(cache_dir, onnx_path, key)
         if path.is_file():
             log.info('TensorRT engine from cache %s', path)
@@ -153,7 +157,9 @@ class TensorRTBackend:
             engine_bytes = build_engine(trt, onnx_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(engine_bytes)
-        return cls(engine_bytes, model.config, model.anchors(), device, precision)
+        backend = cls(engine_bytes, model.config, model.anchors(), device, precision)
+        backend.batch = batch
+        return backend
 
     def __call__(self, x):
         x = x.to(self.device, self.input_dtype).contiguous()

@@ -37,33 +37,45 @@ def robot_pose(t, speed, yaw):
 def render_sequence(out, seed, frames, fps=10.0, speed=1.0, config=SimConfig(),
                     grid=GridSpec(), progress=None):
     """Render `frames` frames of one scene to `out`; returns the sequence metadata dict."""
-    out = Path(out)
-    for sub in ('images', 'panoptic', 'occupancy'):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    entries = []
     with SimWorld(seed, config) as world:
         T_base_optical, K = world.random_camera()
+        writer = SequenceWriter(out, seed, fps, speed, config, grid, T_base_optical, K)
         for index in range(frames):
             stamp = index / fps
             T_world_base = robot_pose(stamp, speed, world.road_yaw)
-            frame = world.render(T_base_optical, K, grid, T_world_base)
-            name = f'{index:06d}'
-            write_image_jpeg(out / 'images' / f'{name}.jpg', frame.rgb)
-            write_panoptic_png(out / 'panoptic' / f'{name}.png', frame.panoptic)
-            write_grid_png(out / 'occupancy' / f'{name}.png', frame.occupancy)
-            entries.append({'index': index, 'stamp': stamp,
-                            'T_world_base': T_world_base.tolist(),
-                            'image': f'images/{name}.jpg', 'panoptic': f'panoptic/{name}.png',
-                            'occupancy': f'occupancy/{name}.png',
-                            'segments': frame.segments})
+            writer.add(world.render(T_base_optical, K, grid, T_world_base), stamp)
             if progress is not None:
                 progress(index + 1, frames)
-    meta = {'seed': seed, 'fps': fps, 'speed': speed,
-            'camera_info': camera_info_dict(K, config.width, config.height),
-            'T_base_optical': T_base_optical.tolist(), 'grid': dataclasses.asdict(grid),
-            'frames': entries}
-    (out / 'sequence.json').write_text(json.dumps(meta))
-    return meta
+    return writer.finish()
+
+
+class SequenceWriter:
+    """Writes one camera's sequence folder frame by frame (the layout above)."""
+
+    def __init__(self, out, seed, fps, speed, config, grid, T_base_optical, K):
+        self.out = Path(out)
+        for sub in ('images', 'panoptic', 'occupancy'):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.meta = {'seed': seed, 'fps': fps, 'speed': speed,
+                     'camera_info': camera_info_dict(K, config.width, config.height),
+                     'T_base_optical': np.asarray(T_base_optical).tolist(),
+                     'grid': dataclasses.asdict(grid), 'frames': []}
+
+    def add(self, frame, stamp):
+        """Write a rendered Frame taken at `stamp` seconds."""
+        index = len(self.meta['frames'])
+        name = f'{index:06d}'
+        write_image_jpeg(self.out / 'images' / f'{name}.jpg', frame.rgb)
+        write_panoptic_png(self.out / 'panoptic' / f'{name}.png', frame.panoptic)
+        write_grid_png(self.out / 'occupancy' / f'{name}.png', frame.occupancy)
+        self.meta['frames'].append({
+            'index': index, 'stamp': stamp, 'T_world_base': frame.T_world_base.tolist(),
+            'image': f'images/{name}.jpg', 'panoptic': f'panoptic/{name}.png',
+            'occupancy': f'occupancy/{name}.png', 'segments': frame.segments})
+
+    def finish(self):
+        (self.out / 'sequence.json').write_text(json.dumps(self.meta))
+        return self.meta
 
 
 class Sequence:
