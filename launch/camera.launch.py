@@ -1,9 +1,16 @@
 """ros2 launch panoptic_ros camera.launch.py [source:=sim|usb|video|none] [rviz:=true|false]
-                                            [params_file:=...] [video:=PATH] [device:=0]
+                                            [params_file:=...] [cameras:=[...]]
+                                            [video:=PATH] [device:=0]
                                             [calibration_file:=PATH] [sequence:=PATH]
 
 A camera source, panoptic_node with one parameters file, and optionally rviz2. Arguments
-and conditions only; every node setting lives in the YAML.
+and conditions only; every node setting lives in the YAML, except `cameras`: the camera
+namespaces panoptic_node subscribes to (default [""]: one camera on image / camera_info).
+Several cameras, e.g. the simulator's surround rig:
+  cameras:="[front, left, rear, right]" params_file:=<share>/config/surround.yaml
+  sequence:=<a folder from panoptic-ros-sim rig>
+(surround.yaml holds the rig's fallback extrinsics, three numbers per camera, and a grid
+around the robot; a real rig takes its extrinsics from tf).
 
 `source` and `rviz` accept only the values listed: launch refuses any other before it
 starts a process. Arguments that become string parameters are passed as strings
@@ -35,6 +42,8 @@ def generate_launch_description():
                               default_value=PathJoinSubstitution([share, 'config',
                                                                   'panoptic.yaml']),
                               description='panoptic_node parameters'),
+        DeclareLaunchArgument('cameras', default_value='[""]',
+                              description='panoptic_node camera namespaces, a YAML list'),
         DeclareLaunchArgument('rviz', default_value='false', choices=['true', 'false'],
                               description='start rviz2'),
         DeclareLaunchArgument('device', default_value='0', description='usb: device index'),
@@ -43,7 +52,8 @@ def generate_launch_description():
         DeclareLaunchArgument('calibration_file', default_value='',
                               description='usb/video: camera_calibration YAML'),
         DeclareLaunchArgument('sequence', default_value='',
-                              description='sim: rendered sequence folder (empty: live)'),
+                              description='sim: rendered sequence or rig folder (empty: '
+                                          'live)'),
         # first, so that a missing rviz2 stops the launch before any node has started
         Node(package='rviz2', executable='rviz2', name='rviz2',
              arguments=['-d', PathJoinSubstitution([share, 'config', 'panoptic.rviz'])],
@@ -66,5 +76,7 @@ def generate_launch_description():
              on_exit=Shutdown(reason='the camera exited'),
              condition=IfCondition(EqualsSubstitution(source, 'video'))),
         Node(package='panoptic_ros', executable='panoptic_node', name='panoptic_node',
-             parameters=[params_file], output='screen'),
+             parameters=[params_file,
+                         {'cameras': ParameterValue(LaunchConfiguration('cameras'))}],
+             output='screen'),
     ])

@@ -20,6 +20,11 @@ pytestmark = pytest.mark.pure
 WAIT = 30.0   # seconds: only reached when the behaviour is wrong
 
 
+def one_camera(first):
+    """A first stage of one camera's frame (items put without a key)."""
+    return lambda items: first(items[None])
+
+
 def test_second_stage_overlaps_the_next_first_stage():
     second_started, first_of_next, both_done = (threading.Event() for _ in range(3))
     done = []
@@ -38,7 +43,7 @@ def test_second_stage_overlaps_the_next_first_stage():
         if item == 2:
             both_done.set()
 
-    worker = FrameWorker(first, lambda: None, second, overlap=True)
+    worker = FrameWorker(one_camera(first), lambda key: None, second, overlap=True)
     worker.put(1)
     assert second_started.wait(WAIT)
     worker.put(2)
@@ -65,7 +70,8 @@ def test_every_frame_is_finished_in_order_or_counted_as_replaced(overlap):
         if item == 200:
             last.set()
 
-    worker = FrameWorker(first, lambda: replaced.append(1), second, overlap=overlap)
+    worker = FrameWorker(one_camera(first), lambda key: replaced.append(key), second,
+                         overlap=overlap)
     worker.put(0)
     assert began.wait(WAIT)
     for item in range(1, 200):
@@ -84,8 +90,8 @@ def test_every_frame_is_finished_in_order_or_counted_as_replaced(overlap):
 @pytest.mark.parametrize('overlap', [True, False])
 def test_stop_from_a_stage_stops_the_worker(overlap):
     seen = []
-    worker = FrameWorker(lambda item: item,
-                         lambda: None,
+    worker = FrameWorker(one_camera(lambda item: item),
+                         lambda key: None,
                          lambda item: (seen.append(item), FrameWorker.STOP)[1], overlap)
     worker.put(1)
     worker._threads[-1].join(WAIT)
@@ -106,9 +112,47 @@ def test_nothing_to_finish_skips_the_second_stage():
         finished.append(item)
         through.release()
 
-    worker = FrameWorker(first, lambda: None, second, overlap=True)
+    worker = FrameWorker(one_camera(first), lambda key: None, second, overlap=True)
     for item in range(6):
         worker.put(item)
         assert through.acquire(timeout=WAIT)   # one at a time: none replaced
     worker.stop(timeout=WAIT)
     assert finished == [0, 2, 4]
+
+
+@pytest.mark.parametrize('overlap', [True, False])
+def test_cameras_each_keep_their_newest_frame_and_a_silent_one_blocks_nobody(overlap):
+    """Each cycle takes the newest frame of every camera that has one: frames replaced are
+    counted per camera; after camera 'b' falls silent, cycles go on with 'a' alone."""
+    cycles, replaced = [], []
+    began, gate, done = threading.Event(), threading.Event(), threading.Event()
+
+    def first(items):
+        if not cycles and not began.is_set():
+            began.set()
+            assert gate.wait(WAIT)   # hold the first cycle while both cameras send
+        return dict(items)
+
+    def second(items):
+        cycles.append(items)
+        if items.get('a') == 'a9':
+            done.set()
+
+    worker = FrameWorker(first, replaced.append, second, overlap=overlap)
+    worker.put('a0', 'a')
+    assert began.wait(WAIT)
+    for k in range(1, 4):
+        worker.put(f'a{k}', 'a')
+        worker.put(f'b{k}', 'b')
+    gate.set()
+    while not len(cycles) >= 2:   # the held cycle, then one with both cameras' newest
+        threading.Event().wait(0.01)
+    for k in range(4, 10):        # 'b' is silent now
+        worker.put(f'a{k}', 'a')
+    assert done.wait(WAIT)
+    worker.stop(timeout=WAIT)
+    assert cycles[0] == {'a': 'a0'} and cycles[1] == {'a': 'a3', 'b': 'b3'}
+    assert replaced.count('b') == 2 and replaced.count('a') >= 2
+    assert all(set(c) == {'a'} for c in cycles[2:])
+    seen_a = [c['a'] for c in cycles]
+    assert len(seen_a) + replaced.count('a') == 10

@@ -53,3 +53,27 @@ def test_readme_parameter_table_is_generated_from_the_specs():
         'README.md parameter table is stale: run scripts/update_readme_parameters.py'
     for name in PARAMETERS:
         assert f'| `{name}` |' in readme
+
+
+def test_cameras_and_their_extrinsics():
+    """One set of fallback extrinsics serves every camera, or three numbers per camera;
+    config/surround.yaml with the rig's camera names gives the rig's camera poses."""
+    import numpy as np
+    from panoptic_ros.core.settings import load_yaml_params
+    from panoptic_ros.core.sim.rig import SURROUND
+    two = Settings.from_params({'cameras': ['front', 'rear']})
+    assert two.cameras == ('front', 'rear') and len(two.T_base_optical) == 2
+    assert np.array_equal(two.T_base_optical[0], two.T_base_optical[1])
+    surround = Settings.from_params({**load_yaml_params(ROOT / 'config' / 'surround.yaml'),
+                                     'cameras': [c.name for c in SURROUND]})
+    for T, camera in zip(surround.T_base_optical, SURROUND):
+        assert np.allclose(T, camera.T_base_optical, atol=1e-5)
+    for params, match in (({'cameras': []}, 'at least one camera'),
+                          ({'cameras': ['front', 'front']}, 'no name twice'),
+                          ({'cameras': ['', 'left']}, 'cannot be combined'),
+                          ({'cameras': ['front cam']}, 'not a topic namespace'),
+                          ({'cameras': ['a', 'b'], 'camera_xyz': [0.0] * 9}, 'three per'),
+                          ({'fusion_rule': 'loudest'}, 'fusion_rule='),
+                          ({'map_memory': 0.0}, 'map_memory=')):
+        with pytest.raises(ValueError, match=match):
+            Settings.from_params(params)

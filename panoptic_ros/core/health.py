@@ -12,7 +12,9 @@ import numpy as np
 
 OK, WARN, ERROR = 'OK', 'WARN', 'ERROR'
 # Per-frame stages in pipeline order, named as the diagnostics name them (<stage>_ms_p50).
-STAGES = ('convert', 'preprocess', 'network', 'decode', 'head', 'occupancy', 'publish')
+# grids: fusing a cycle's camera grids and updating the accumulated map, once per cycle.
+STAGES = ('convert', 'preprocess', 'network', 'decode', 'head', 'occupancy', 'publish',
+          'grids')
 RATE_WINDOW = 5.0   # seconds over which input and output rates are counted
 
 

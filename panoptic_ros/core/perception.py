@@ -3,6 +3,8 @@
     Perception.from_settings(settings)          once (loads the model, builds the stages)
     perception(rgb, camera, T_base_optical)     per frame -> FrameOutput
       = finish(start(rgb), camera, T_base_optical), two stages that may overlap across frames
+    start_batch([rgb, ...])                     the newest image of each camera, one network
+                                                call -> a StartedFrame each, for finish()
 
 Per frame: images above max_image_pixels are resized down (aspect kept) -> FramePipeline
 (preprocess -> network -> decode -> finite check -> panoptic head, core.inference) ->
@@ -21,6 +23,9 @@ from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.head import learned
 from panoptic_ros.core.inference import FramePipeline, StageTimer
 from panoptic_ros.core.occupancy import OccupancyProjector
+
+
+MAX_PROJECTORS = 16   # lookup tables kept: one per camera and pose (tf may move a camera)
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Perception:
         self.occupancy_config = occupancy_config
         self.max_image_pixels = max_image_pixels
         self.label_divisor = pipeline.head.config.label_divisor
-        self._projector, self._projector_key = None, None
+        self._projectors = {}   # (camera, label size, pose) -> OccupancyProjector, per camera
         self.model_name, self.description, self.warnings = None, '', []   # from_settings
         self.model_path = None
 
@@ -126,7 +131,7 @@ class Perception:
         if backend is None:
             backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
                                    s.strict_device, threads=s.threads or None,
-                                   model_path=s.model_path)
+                                   model_path=s.model_path, batch=len(s.cameras))
         configure_torch_threads(backend, s.threads)
         classes = list(model.config.classes)
         pipeline = FramePipeline(backend, s.decode, s.head, preprocess=preprocess,
@@ -173,6 +178,15 @@ class Perception:
         pipeline = self.pipeline   # a reconfiguration in between takes the next frame
         return StartedFrame(pipeline, rgb, original, *pipeline.network_stage(rgb))
 
+    def start_batch(self, images):
+        """start() for the newest image of each camera in one network call (at most the
+        backend's batch): [StartedFrame] in their order."""
+        originals = [rgb.shape[:2] for rgb in images]
+        images = [fit_pixels(rgb, self.max_image_pixels) for rgb in images]
+        pipeline = self.pipeline
+        return [StartedFrame(pipeline, rgb, original, net, timer) for rgb, original, (net, timer)
+                in zip(images, originals, pipeline.network_stage_batch(images))]
+
     def finish(self, started, camera=None, T_base_optical=None):
         """The second stage (panoptic head, occupancy, detections) -> FrameOutput; camera
         and T_base_optical as for __call__."""
@@ -209,13 +223,14 @@ class Perception:
                           f'{original_size[1]}x{original_size[0]}: occupancy disabled for '
                           'this frame')
         key = (camera.key(), tuple(label_size), np.round(T_base_optical, 4).tobytes())
-        if key != self._projector_key:
+        if key not in self._projectors:
             try:
-                self._projector = OccupancyProjector(
+                projector = OccupancyProjector(
                     camera.scaled(label_size[1], label_size[0]), T_base_optical, self.grid,
                     self.occupancy_config, len(self.classes) + 1)
             except ValueError as exc:
-                self._projector_key = None
                 return None, f'occupancy disabled: {exc}'
-            self._projector_key = key
-        return self._projector, None
+            if len(self._projectors) >= MAX_PROJECTORS:   # the oldest goes (moving cameras)
+                self._projectors.pop(next(iter(self._projectors)))
+            self._projectors[key] = projector
+        return self._projectors[key], None

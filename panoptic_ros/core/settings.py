@@ -15,16 +15,19 @@ from dataclasses import dataclass
 import math
 from pathlib import Path
 
-import numpy as np
 
 from panoptic_ros.core.backends import BACKENDS
 from panoptic_ros.core.camera_model import camera_pose_in_base
 from panoptic_ros.core.inference import check_policy_inputs, DecodeConfig
 from panoptic_ros.core.occupancy import FootprintPrior, GridConfig, OccupancyConfig
+from panoptic_ros.core.occupancy.accumulated import MapConfig
+from panoptic_ros.core.occupancy.fusion import FUSION_RULES
 from panoptic_ros.core.head import learned, PanopticHeadConfig, POLICIES
 from panoptic_ros.core.head.policies import REGISTRY
 
-OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy')
+OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy',
+           'accumulated')
+CAMERA_OUTPUTS = OUTPUTS[:5]   # one per camera, under its namespace; the grids are shared
 RELIABILITIES = ('best_effort', 'reliable')
 DEFAULT_MODEL = 'panoptic_light_sim.safetensors'
 
@@ -84,6 +87,12 @@ class Spec:
 _head, _decode = PanopticHeadConfig(), DecodeConfig()
 PARAMETERS = {
     'model_path': Spec('', 'checkpoint (.safetensors); empty = the shipped light model'),
+    'cameras': Spec([''], 'camera namespaces: <camera>/image, <camera>/camera_info in and '
+                          'the per-camera outputs under <camera>/; their newest frames run '
+                          'through the network in one batched call; [\'\'] = one camera on '
+                          'the node\'s own topics'),
+    'camera_timeout': Spec(1.0, 'diagnostics: a camera without a frame for this long is '
+                                'reported stale (s)', low=0.0, high=3600.0, low_open=True),
     'backend': Spec('onnxruntime_int8', 'network runtime (onnxruntime_int8 runs fp32 where the '
                                         'model has no INT8 file)', choices=BACKENDS),
     'device': Spec('cpu', "'cpu' or 'cuda[:N]' ('cuda' falls back to the CPU unless "
@@ -154,9 +163,24 @@ PARAMETERS = {
     'use_tf': Spec(True, 'camera extrinsics from tf2 at the image stamp when tf2_ros exists'),
     'tf_timeout': Spec(0.05, 'seconds to wait for a transform', low=0.0, high=10.0),
     'camera_xyz': Spec([0.0, 0.0, 1.0], 'fallback extrinsics: camera position in the base '
-                                        'frame (m)'),
+                                        'frame (m): 3 numbers for every camera, or 3 per '
+                                        'camera'),
     'camera_rpy': Spec([0.0, 0.2, 0.0], 'fallback extrinsics: camera roll, pitch (> 0 looks '
-                                        'down), yaw (rad)'),
+                                        'down), yaw (rad): 3 numbers, or 3 per camera'),
+    'fusion_rule': Spec('occupied_wins', 'occupancy: value of a cell several cameras see',
+                        choices=FUSION_RULES),
+    'odom_frame_id': Spec('odom', 'frame of occupancy/accumulated (tf odom -> base frame at '
+                                  'the image stamp where available, else odom_topic)'),
+    'odom_topic': Spec('odom', 'nav_msgs/Odometry of the robot (pose of base in odom)'),
+    'pose_tolerance': Spec(0.1, 'the newest pose may be this much older than the image (s); '
+                                'older: the map skips the frame', low=0.0, high=10.0),
+    'map_resolution': Spec(0.1, 'accumulated map cell size (m)', low=0.0, high=10.0,
+                           low_open=True),
+    'map_width': Spec(400, 'accumulated map cells along x (centred on the robot)', low=1,
+                      high=10000),
+    'map_height': Spec(400, 'accumulated map cells along y', low=1, high=10000),
+    'map_memory': Spec(30.0, 'seconds after which an obstacle nobody sees any more falls '
+                             'below occupied', low=0.0, high=1e6, low_open=True),
     'min_output_rate': Spec(1.0, 'diagnostics: WARN below this output rate (Hz)', low=0.0,
                             high=1000.0),
     'max_consecutive_failures': Spec(5, 'diagnostics: ERROR after this many frames in a row '
@@ -226,7 +250,13 @@ class Settings:
     grid: GridConfig
     use_tf: bool
     tf_timeout: float
-    T_base_optical: np.ndarray
+    T_base_optical: tuple      # [4, 4] per camera (fallback extrinsics)
+    cameras: tuple
+    camera_timeout: float
+    fusion_rule: str
+    odom_topic: str
+    pose_tolerance: float
+    map: MapConfig
     min_output_rate: float
     max_consecutive_failures: int
     autostart: bool
@@ -295,14 +325,34 @@ class Settings:
         grid = GridConfig(resolution=float(p['grid_resolution']), width=int(p['grid_width']),
                           height=int(p['grid_height']), origin_x=float(p['grid_origin_x']),
                           origin_y=float(p['grid_origin_y']), frame_id=p['base_frame_id'])
-        # fallback extrinsics
+        cameras = tuple(p['cameras'])
+        if not cameras or len(set(cameras)) != len(cameras):
+            bad('cameras', 'needs at least one camera and no name twice')
+        if '' in cameras and len(cameras) > 1:
+            bad('cameras', "'' (the node's own topics) cannot be combined with named cameras")
+        for name in cameras:
+            if name and not all(part.isidentifier() for part in name.split('/')):
+                bad('cameras', f'{name!r} is not a topic namespace (letters, digits, _ and /)')
+        # fallback extrinsics: 3 numbers for every camera, or 3 per camera
         for name in ('camera_xyz', 'camera_rpy'):
-            if len(p[name]) != 3 or not all(math.isfinite(float(v)) for v in p[name]):
-                bad(name, 'must be three finite numbers')
-        if float(p['camera_xyz'][2]) <= 0:
-            bad('camera_xyz', 'the camera must be above the ground (z > 0)')
-        x, y, z = (float(v) for v in p['camera_xyz'])
-        T = camera_pose_in_base(x, y, z, *(float(v) for v in p['camera_rpy']))
+            if len(p[name]) not in (3, 3 * len(cameras)) or \
+                    not all(math.isfinite(float(v)) for v in p[name]):
+                bad(name, f'must be three finite numbers, or three per camera ({len(cameras)} '
+                          'cameras)')
+        def triple(name, k):   # camera k's three numbers
+            k = k if len(p[name]) > 3 else 0
+            return [float(v) for v in p[name][3 * k:3 * k + 3]]
+        T = []
+        for k in range(len(cameras)):
+            x, y, z = triple('camera_xyz', k)
+            if z <= 0:
+                bad('camera_xyz', 'every camera must be above the ground (z > 0)')
+            T.append(camera_pose_in_base(x, y, z, *triple('camera_rpy', k)))
+        if not p['odom_frame_id']:
+            bad('odom_frame_id', 'must not be empty')
+        world_map = MapConfig(resolution=float(p['map_resolution']), width=int(p['map_width']),
+                              height=int(p['map_height']), frame_id=p['odom_frame_id'],
+                              memory=float(p['map_memory']))
         cache_dir = Path(p['cache_dir']) if p['cache_dir'] else \
             Path.home() / '.cache' / 'panoptic_ros'
         return cls(model_path=model_path, backend=p['backend'], device=str(p['device']),
@@ -315,7 +365,10 @@ class Settings:
                    max_image_pixels=int(p['max_image_pixels']), class_roles=roles,
                    footprints=footprints,
                    occupancy=occupancy, grid=grid, use_tf=bool(p['use_tf']),
-                   tf_timeout=float(p['tf_timeout']), T_base_optical=T,
+                   tf_timeout=float(p['tf_timeout']), T_base_optical=tuple(T),
+                   cameras=cameras, camera_timeout=float(p['camera_timeout']),
+                   fusion_rule=p['fusion_rule'], odom_topic=p['odom_topic'],
+                   pose_tolerance=float(p['pose_tolerance']), map=world_map,
                    min_output_rate=float(p['min_output_rate']),
                    max_consecutive_failures=int(p['max_consecutive_failures']),
                    autostart=bool(p['autostart']))

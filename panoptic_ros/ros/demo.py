@@ -346,7 +346,7 @@ def main(argv=None):
         sequence, frames, fps, first = None, video.frames, video.fps, video.first
         h, w = first.shape[:2]
         camera_info = camera_info_dict(intrinsics_from_fov(w, h, args.fov), w, h)
-        T = Settings.from_params({}).T_base_optical
+        T = Settings.from_params({}).T_base_optical[0]
         camera = [sys.executable, '-m', 'panoptic_ros.ros.camera_node', '--ros-args',
                   '-p', f'source:={args.video.resolve()}', '-p', f'rate:={fps}',
                   '-p', f'fallback_fov_deg:={args.fov}']

@@ -1,8 +1,11 @@
-"""Newest frame wins: one input slot, a worker thread, and optionally a second stage beside it.
+"""Newest frame wins: one input slot per camera, a worker thread, and optionally a second
+stage beside it.
 
-The executor thread only `put`s a frame (replacing a frame not yet started, which is
-counted); the worker takes the newest and runs `first` on it. A camera faster than the
-network so never builds a queue: latency stays one frame's processing time.
+The executor thread only `put`s a frame under its camera's key (replacing that camera's frame
+not yet started, which is counted); the worker takes the newest frame of every camera that
+has one, all at once, and runs `first` on them ({key: frame}: one batched network call per
+cycle). A camera faster than the network so never builds a queue: latency stays one cycle's
+processing time, and a camera that stops sending does not hold the others back.
 
 `first` returns what `second` finishes (None: nothing to finish; FrameWorker.STOP: stop).
 With `overlap`, `second` runs on a thread of its own, so that the first stage of frame t + 1
@@ -51,15 +54,16 @@ class _Slot:
 
 
 class FrameWorker:
-    """Runs first(item) on a worker thread for the newest item put, then second(result);
-    on_replaced() is called for every item replaced before it started."""
+    """Runs first({key: item}) on a worker thread for the newest item put under each key,
+    then second(result); on_replaced(key) is called for every item replaced before it
+    started."""
 
     STOP = object()
 
     def __init__(self, first, on_replaced, second=None, overlap=False,
                  name='panoptic_worker'):
         self._first, self._second, self._on_replaced = first, second, on_replaced
-        self._latest, self._running = None, True
+        self._latest, self._running = {}, True
         self._cond = threading.Condition()
         self._threads = [threading.Thread(target=self._run, name=name, daemon=True)]
         self._handover = _Slot() if overlap and second is not None else None
@@ -69,17 +73,17 @@ class FrameWorker:
         for thread in self._threads:
             thread.start()
 
-    def put(self, item):
+    def put(self, item, key=None):
         with self._cond:
-            if self._latest is not None:
-                self._on_replaced()
-            self._latest = item
+            if key in self._latest:
+                self._on_replaced(key)
+            self._latest[key] = item
             self._cond.notify()
 
     def drop_pending(self):
-        """Forget a frame not yet started (deactivation); returns whether there was one."""
+        """Forget the frames not yet started (deactivation); returns how many there were."""
         with self._cond:
-            dropped, self._latest = self._latest is not None, None
+            dropped, self._latest = len(self._latest), {}
         return dropped
 
     def stop(self, timeout=5.0):
@@ -97,11 +101,11 @@ class FrameWorker:
             if self._handover is not None:   # start a frame only once the last one is handed
                 self._handover.wait_empty()  # over: the newest frame, and at most 3 in flight
             with self._cond:
-                while self._latest is None and self._running:
+                while not self._latest and self._running:
                     self._cond.wait(0.5)
                 if not self._running:
                     return
-                item, self._latest = self._latest, None
+                item, self._latest = self._latest, {}
             result = self._first(item)
             if result is self.STOP:   # the processor asked to stop
                 return

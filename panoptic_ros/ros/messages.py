@@ -32,7 +32,8 @@ OUTPUTS = {'panoptic': ('panoptic', PanopticSegmentation, OUT_QOS),
            'colored': ('panoptic/colored', Image, OUT_QOS),
            'detections': ('detections', DetectionArray, OUT_QOS),
            'markers': ('detections/markers', MarkerArray, OUT_QOS),
-           'occupancy': ('occupancy', OccupancyGrid, LATCHED)}
+           'occupancy': ('occupancy', OccupancyGrid, LATCHED),
+           'accumulated': ('occupancy/accumulated', OccupancyGrid, LATCHED)}
 
 
 def camera_info_msg(info, header):

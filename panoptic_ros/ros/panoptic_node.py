@@ -1,10 +1,12 @@
-"""panoptic_node: camera images in; panoptic labels, detections and an occupancy grid out.
+"""panoptic_node: camera images in; panoptic labels, detections and occupancy grids out.
 
 A lifecycle node around core.perception.Perception, which does all the work: configure loads
 the model and builds it, activate starts processing, deactivate stops it (the model stays
 loaded), cleanup frees it; `autostart` (default) configures and activates at start-up.
 Parameters: core.settings.PARAMETERS (live ones change with `ros2 param set`); topics and
-QoS: ros.messages.OUTPUTS. Outputs nobody subscribes to are not computed; newest frame wins.
+QoS: ros.messages.OUTPUTS, per camera of the `cameras` parameter (ros.cameras). Each cycle
+runs the newest frame of every camera through one batched network call; outputs nobody
+subscribes to are not computed; newest frame wins.
 """
 
 import sys
@@ -13,20 +15,19 @@ import time
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from panoptic_ros.core.backends import BackendUnavailable
-from panoptic_ros.core.camera_model import PinholeCamera
 from panoptic_ros.core.checkpoint import CheckpointError
 from panoptic_ros.core.health import (diagnostics_level, health_values, OK, StageStats,
-                                      ThrottledWarnings)
+                                      ThrottledWarnings, WARN)
 from panoptic_ros.core.inference import NonFiniteOutput
 from panoptic_ros.core.perception import Perception
 from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.visualization import class_palette
 from panoptic_ros.msg import ClassTable
 from panoptic_ros.ros import messages
-from panoptic_ros.ros.messages import OUTPUTS, RELIABILITY
+from panoptic_ros.ros.messages import RELIABILITY
+from panoptic_ros.ros.cameras import CameraInput, RobotPoses, SharedGrids
 from panoptic_ros.ros.extrinsics import Extrinsics
 from panoptic_ros.ros.frame_worker import FrameWorker
 from panoptic_ros.ros.image_codec import check_image, decode_rgb, ImageFormatError
@@ -68,24 +69,20 @@ class PanopticNode(LifecycleNode):
         for warning in self.perception.warnings:
             log.warning(warning)
         self.colors = class_palette(len(self.perception.classes))
-        self.camera, self.camera_problem = None, 'no camera_info received yet'
         self.extrinsics = Extrinsics(self, s)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.image_queue_depth,
                          reliability=RELIABILITY[s.image_reliability])
-        self.subs = [self.create_subscription(Image, 'image', self.on_image, qos),
-                     self.create_subscription(CameraInfo, 'camera_info', self.on_info, qos)]
-        if s.use_compressed:
-            self.subs.append(self.create_subscription(CompressedImage, 'image/compressed',
-                                                      self._store, qos))
-        self.pubs = {name: self.create_publisher(OUTPUTS[name][1], OUTPUTS[name][0],
-                                                 OUTPUTS[name][2]) for name in s.outputs}
+        self.cameras = [CameraInput(self, k, name, s, qos, self.on_image)
+                        for k, name in enumerate(s.cameras)]
+        self.poses = RobotPoses(self, s, self.extrinsics)
+        self.grids = SharedGrids(self, s, self.poses)
         self.class_pub = self.create_publisher(ClassTable, 'class_info', messages.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-        self.worker = FrameWorker(   # start_frame, then finish_frame (overlapped or not)
-            lambda msg: self._guarded(self.start_frame, msg),
-            lambda: self.stats.count('dropped_newer_frame'),
-            lambda frame: self._guarded(self.finish_frame, frame), s.overlap_stages)
+        self.worker = FrameWorker(   # start_cycle, then finish_cycle (overlapped or not)
+            lambda msgs: self._guarded(self.start_cycle, msgs),
+            lambda camera: self.stats.count('dropped_newer_frame'),
+            lambda cycle: self._guarded(self.finish_cycle, cycle), s.overlap_stages)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state):
@@ -98,16 +95,15 @@ class PanopticNode(LifecycleNode):
 
     def on_deactivate(self, state):
         self.active = False
-        if self.worker.drop_pending():   # a frame received while active, never processed
-            self.stats.count('skipped_inactive')
+        self.stats.count('skipped_inactive', self.worker.drop_pending())   # never processed
         return super().on_deactivate(state)
 
     def on_cleanup(self, state):
         self.active = False
         self.stop()
-        for sub in self.subs:
-            self.destroy_subscription(sub)
-        for pub in [*self.pubs.values(), self.class_pub, self.diag_pub]:
+        for part in (*self.cameras, self.poses, self.grids):
+            part.destroy()
+        for pub in (self.class_pub, self.diag_pub):
             self.destroy_publisher(pub)
         self.destroy_timer(self.diag_timer)
         self.perception = self.extrinsics = None
@@ -124,31 +120,18 @@ class PanopticNode(LifecycleNode):
         self.get_logger().info('set ' + ', '.join(f'{p.name}={p.value!r}' for p in changed))
 
     # ---- inputs (executor thread: store only), worker, diagnostics -------------------------
-    def _store(self, msg):
+    def on_image(self, camera, msg, check):   # raw Image or CompressedImage of one camera
         self.stats.count('received_images')
+        if check:
+            try:   # header fields only: malformed images never displace a good pending frame
+                check_image(msg, 'rgb8')
+            except ImageFormatError as exc:
+                return self._bad_image(exc)
         if not self.active:
-            self.stats.count('skipped_inactive')
-            return
-        self.stats.inputs.append(time.monotonic())
-        self.worker.put(msg)
-
-    def on_image(self, msg):
-        try:   # header fields only: malformed images never displace a good pending frame
-            check_image(msg, 'rgb8')
-        except ImageFormatError as exc:
-            self.stats.count('received_images')
-            return self._bad_image(exc)
-        self._store(msg)
-
-    def on_info(self, msg):
-        self.stats.count('received_camera_info')
-        try:
-            self.camera, self.camera_problem = PinholeCamera.from_camera_info(msg), None
-        except ValueError as exc:
-            self.stats.count('dropped_bad_camera_info')
-            self.camera, self.camera_problem = None, str(exc)
-            self.warn('camera_info',
-                      f'{exc}: occupancy disabled until a valid camera_info arrives')
+            return self.stats.count('skipped_inactive')
+        camera.last_frame = now = time.monotonic()
+        self.stats.inputs.append(now)
+        self.worker.put(msg, camera.index)
 
     def _bad_image(self, exc):
         self.stats.count(f'dropped_bad_image_{exc.reason}')
@@ -170,50 +153,60 @@ class PanopticNode(LifecycleNode):
         self.stats.count('consecutive_failures')   # failed in the pipeline: towards ERROR
         return None
 
-    def start_frame(self, msg):
-        """Decode, extrinsics and the network: the frame for finish_frame, or None when
-        not for processing (nobody listens, bad input); pipeline faults raise."""
-        wants = {name for name, pub in self.pubs.items() if pub.get_subscription_count()}
-        if not wants:
-            return self.stats.count('skipped_no_subscribers')
-        start = time.perf_counter()
-        try:
-            rgb = decode_rgb(msg)
-        except ImageFormatError as exc:
-            return self._bad_image(exc)
-        convert = time.perf_counter() - start
-        camera, T = None, None
-        if wants & {'occupancy', 'detections', 'markers'}:
-            camera = self.camera
-            if camera is None:
-                self.stats.count('occupancy_skipped_camera_info')
-                self.warn('no_camera', f'{self.camera_problem}: occupancy and ground '
-                          'positions disabled, other outputs continue', 10.0)
-            else:
-                try:
-                    T = self.extrinsics(msg.header)
-                except LookupError as exc:
-                    self.stats.count('occupancy_skipped_no_tf')
-                    self.warn('tf', f'{exc}: occupancy skipped')
-        return msg.header, wants, camera, T, convert, self.perception.start(rgb)
+    def start_cycle(self, msgs):
+        """Decode the newest frame of each camera ({camera index: msg}), find its camera
+        model and extrinsics, and run them all through one network call: the cycle for
+        finish_cycle, or None when there is nothing to process (nobody listens, bad input);
+        pipeline faults raise."""
+        grids = self.grids.wants()
+        frames = []
+        for index, msg in sorted(msgs.items()):
+            cam = self.cameras[index]
+            wants = cam.wants()
+            if not wants and not grids:
+                self.stats.count('skipped_no_subscribers')
+                continue
+            start = time.perf_counter()
+            try:
+                rgb = decode_rgb(msg)
+            except ImageFormatError as exc:
+                self._bad_image(exc)
+                continue
+            camera, T = None, None
+            if grids or wants & {'detections', 'markers'}:
+                camera, T = cam.geometry(msg.header, self.extrinsics)
+            frames.append((cam, msg.header, wants, camera, T, time.perf_counter() - start, rgb))
+        if not frames:
+            return None
+        self.stats.count('network_calls')
+        self.stats.count('network_images', len(frames))
+        started = self.perception.start_batch([frame[-1] for frame in frames])
+        return grids, [(*frame[:-1], s) for frame, s in zip(frames, started)]
 
-    def finish_frame(self, frame):
-        """Head, occupancy and publishing of a started frame; True when published."""
-        header, wants, camera, T, convert, started = frame
-        out = self.perception.finish(started, camera, T)
-        for counter, key, text, period in out.problems(self.settings.max_image_pixels):
-            self.stats.count(counter)
-            self.warn(key, text, period)
-        start = time.perf_counter()
-        p = self.perception
-        for name, output in messages.frame_messages(wants, header, out, self.settings.grid,
-                                                    p.label_divisor, len(p.classes),
-                                                    self.colors).items():
-            self.pubs[name].publish(output)
-        self.stats.add({**out.timings, 'convert': convert,
-                        'publish': time.perf_counter() - start})
-        self.stats.outputs.append(time.monotonic())
-        self.stats.count('processed')
+    def finish_cycle(self, cycle):
+        """Head, occupancy and publishing of a started cycle, camera by camera, then the
+        shared grids; True when published."""
+        grid_wants, frames = cycle
+        grids, p = [], self.perception
+        for cam, header, wants, camera, T, convert, started in frames:
+            out = p.finish(started, camera, T)
+            for counter, key, text, period in out.problems(self.settings.max_image_pixels):
+                self.stats.count(counter)
+                self.warn(f'{key} {cam.label}', cam.tag + text, period)
+            start = time.perf_counter()
+            for name, output in messages.frame_messages(wants, header, out, self.settings.grid,
+                                                        p.label_divisor, len(p.classes),
+                                                        self.colors).items():
+                cam.pubs[name].publish(output)
+            if out.grid is not None:
+                grids.append((out.grid, T, header))
+            self.stats.add({**out.timings, 'convert': convert,
+                            'publish': time.perf_counter() - start})
+            self.stats.outputs.append(time.monotonic())
+            self.stats.count('processed')
+            self.stats.count(f'processed_{cam.label}')
+        if grids and grid_wants:
+            self.stats.add({'grids': self.grids.publish(grid_wants, grids)})
         self.stats.reset('consecutive_failures')
         return True
 
@@ -223,10 +216,15 @@ class PanopticNode(LifecycleNode):
         level, message = diagnostics_level(counters.get('consecutive_failures', 0), in_rate,
                                            out_rate, s.min_output_rate,
                                            s.max_consecutive_failures)
+        stale = [c.label for c in self.cameras if c.stale(time.monotonic(), s.camera_timeout)]
+        if stale and len(self.cameras) > 1 and level == OK:
+            level, message = WARN, f'no frames from {", ".join(stale)} for over ' \
+                                   f'{s.camera_timeout:g} s'
         if not self.active:
             level, message = OK, 'inactive'
         values = [('backend', backend.name), ('device', str(backend.device)),
-                  ('model', self.perception.model_name)] + \
+                  ('model', self.perception.model_name), ('cameras', str(len(self.cameras))),
+                  ('stale_cameras', ' '.join(stale))] + \
             health_values(counters, latencies, in_rate, out_rate)
         self.diag_pub.publish(messages.diagnostics_msg(
             self.get_clock().now().to_msg(), 'panoptic_node: pipeline', str(backend.device),
