@@ -128,7 +128,7 @@ def main():
         rows.append(f'| {names[key][0]} | {names[key][1]} | {free:.1f} | {occupied:.1f} |')
     n = len(scores['single'])
     text = '\n'.join(
-        [f'# Surround rig: fused and accumulated grids ({source})', '',
+        [f'# Camera rig {args.rig.name}: fused and accumulated grids ({source})', '',
          f'Rig {args.rig} (seed {rig.meta["seed"]}, {len(rig.cameras)} cameras, {len(rig)} '
          f'moments at {rig.fps:g} Hz, {rig.meta["speed"]} m/s); means over the {n} moments '
          f'after the first {WARMUP_S:g} s. Map: {c.width}x{c.height} cells of {c.resolution} m; '

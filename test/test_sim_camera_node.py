@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from panoptic_ros.core.sim.sequence import render_sequence, Sequence
@@ -62,3 +63,51 @@ def test_without_loop_the_node_ends_after_the_sequence(ros_env, tmp_path):
                             env=ros_env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert 'sequence finished after 2 frames' in result.stderr + result.stdout
+
+
+def test_rig_replay_publishes_every_camera_and_odometry_with_one_stamp(tmp_path, ros_env):
+    """A rig folder: each camera's image and camera_info under its name (frame_id
+    <name>_optical), odometry equal to the rig's for that moment, all with one stamp."""
+    import dataclasses
+    import math
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CameraInfo, Image
+    from panoptic_ros.core.sim.rig import (render_rig_sequence, RigSequence, SURROUND,
+                                           SURROUND_SCENE)
+    from ros_session import rclpy_node, spin_until
+    render_rig_sequence(tmp_path / 'rig', 3, 3, SURROUND[:2], fps=5.0, speed=1.0,
+                        config=dataclasses.replace(SURROUND_SCENE, width=96, height=72))
+    rig = RigSequence(tmp_path / 'rig')
+    node = subprocess.Popen(NODE + ['-p', f'sequence:={tmp_path / "rig"}', '-p', 'rate:=10.0'],
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    got = {}
+    try:
+        with rclpy_node(ros_env, 'rig_sub') as sub:
+            def keep(key):
+                return lambda m: got.setdefault(key, {}).setdefault(
+                    (m.header.stamp.sec, m.header.stamp.nanosec), m)
+            from rclpy.qos import qos_profile_sensor_data as sensor
+            for name in ('front', 'left'):
+                sub.create_subscription(Image, f'{name}/image', keep(name), sensor)
+                sub.create_subscription(CameraInfo, f'{name}/camera_info',
+                                        keep(f'{name}_info'), sensor)
+            sub.create_subscription(Odometry, 'odom', keep('odom'), 10)
+
+            def common():
+                keys = [set(got.get(k, {})) for k in ('front', 'left', 'front_info', 'odom')]
+                return set.intersection(*keys) if all(keys) else set()
+            assert spin_until(sub, lambda: common(), 30), {k: len(v) for k, v in got.items()}
+    finally:
+        node.kill()
+        node.communicate()
+    stamp = min(common())
+    assert got['front'][stamp].header.frame_id == 'front_optical'
+    assert got['left'][stamp].header.frame_id == 'left_optical'
+    assert (got['left'][stamp].width, got['left'][stamp].height) == (96, 72)
+    odom = got['odom'][stamp]
+    assert odom.header.frame_id == 'odom' and odom.child_frame_id == 'base_link'
+    p, q = odom.pose.pose.position, odom.pose.pose.orientation
+    row = np.argmin(np.hypot(rig.odometry[:, 1] - p.x, rig.odometry[:, 2] - p.y))
+    assert math.hypot(rig.odometry[row, 1] - p.x, rig.odometry[row, 2] - p.y) < 1e-6
+    assert 2 * math.atan2(q.z, q.w) == pytest.approx(rig.odometry[row, 3])

@@ -175,6 +175,8 @@ class PanopticNode(LifecycleNode):
             camera, T = None, None
             if grids or wants & {'detections', 'markers'}:
                 camera, T = cam.geometry(msg.header, self.extrinsics)
+            if not wants and T is None:   # only the grids want it and it has no geometry
+                continue
             frames.append((cam, msg.header, wants, camera, T, time.perf_counter() - start, rgb))
         if not frames:
             return None
