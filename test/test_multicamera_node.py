@@ -20,6 +20,7 @@ accuracy (benchmarks/bench_multicamera_ros.py, bench_multicamera_grids.py).
 import contextlib
 import dataclasses
 import itertools
+import math
 import subprocess
 import sys
 
@@ -111,25 +112,32 @@ class RigClient:
         assert ok and proc.poll() is None, (tmp_path / 'node.log').read_text()[-3000:]
         spin_until(self.node, lambda: False, 1.0)
 
-    def send(self, moment, sec, cameras=None, pose=None):
-        """Publish frame `moment` of each camera, camera k stamped (sec, 1000 k)."""
+    def send(self, moment, sec, cameras=None, pose=None, nanosec=0):
+        """Publish frame `moment` of each camera, camera k stamped (sec, nanosec + 1000 k),
+        after the robot's pose (at the first and after the last camera's stamp)."""
         from std_msgs.msg import Header
         from panoptic_ros.ros.image_codec import numpy_to_image
         from panoptic_ros.ros.messages import camera_info_msg
         from panoptic_ros.ros.sim_camera_node import odometry_msg
         if pose is not None:
             stamp = Header().stamp
-            stamp.sec = sec
-            self.odom_pub.publish(odometry_msg(stamp, 'base_link', *pose))
-            stamp.nanosec = 10000
-            self.odom_pub.publish(odometry_msg(stamp, 'base_link', *pose))
+            for offset in (0, 10000):
+                stamp.sec, stamp.nanosec = sec, nanosec + offset
+                self.odom_pub.publish(odometry_msg(stamp, 'base_link', *pose))
         for k, camera in enumerate(cameras or self.cameras):
             header = Header(frame_id=f'{camera}_optical')
-            header.stamp.sec, header.stamp.nanosec = sec, 1000 * k
+            header.stamp.sec, header.stamp.nanosec = sec, nanosec + 1000 * k
             image_pub, info_pub = self.pubs[camera]
             sequence = self.rig.sequences[camera]
             info_pub.publish(camera_info_msg(sequence.camera_info, header))
             image_pub.publish(numpy_to_image(sequence.image(moment), 'rgb8', header))
+
+    def mapped(self, sec, nanosec):
+        """The accumulated map once every camera's frame of (sec, nanosec) is in it."""
+        last = (sec, nanosec + 1000 * (len(self.cameras) - 1))
+        maps = self.outputs.get('occupancy/accumulated', {})
+        return maps.get(last) if all((sec, nanosec + 1000 * k) in self.outputs.get(
+            f'{c}/panoptic', {}) for k, c in enumerate(self.cameras)) else None
 
     def answered(self, camera, sec):
         return all(any(key[0] == sec for key in self.outputs.get(f'{camera}/{topic}', {}))
@@ -235,15 +243,22 @@ def test_accumulated_map_needs_poses_and_moves_with_odometry(rig, ros_env, tmp_p
         assert not client.outputs.get('occupancy/accumulated')
         maps = {}
         for phase, (first, x) in enumerate(((200, 0.0), (300, 1.0))):
-            for sec in range(first, first + 4):   # the same images, robot at x
-                client.send(1, sec, pose=(x, 0.0, 0.0))
-                assert spin_until(node, lambda: any(k[0] == sec for k in client.outputs.get(
-                    'occupancy/accumulated', {})), 60), (tmp_path / 'node.log').read_text()[-2000:]
-            newest = max(k for k in client.outputs['occupancy/accumulated'] if k[0] < first + 4)
-            maps[phase] = client.outputs['occupancy/accumulated'][newest]
+            for k in range(8):   # the same images, robot at x, 20 frames a second
+                client.send(1, first, pose=(x, 0.0, 0.0), nanosec=k * 50_000_000)
+                assert spin_until(node, lambda: client.mapped(first, k * 50_000_000), 60), \
+                    (tmp_path / 'node.log').read_text()[-2000:]
+            maps[phase] = client.mapped(first, 7 * 50_000_000)
         assert maps[0].header.frame_id == 'odom'
         before, after = occupied_cells(maps[0]), occupied_cells(maps[1])
         assert len(before) >= 20, 'the shipped model saw no obstacle in these frames'
         moved = {(j + 10, i) for j, i in before}
         assert jaccard(moved, after) >= 0.8 > jaccard(before, after) + 0.3
+        # the robot turns around: nobody sees those obstacles any more; they stay on the map
+        # until map_memory (0.3 s) after their last observation, then fall below occupied
+        for dt, kept in ((0.25, True), (0.35, False)):
+            nanosec = 7 * 50_000_000 + int(dt * 1e9)
+            client.send(1, 300, pose=(1.0, 0.0, math.pi), nanosec=nanosec)
+            assert spin_until(node, lambda: client.mapped(300, nanosec), 60)
+            left = len(after & occupied_cells(client.mapped(300, nanosec))) / len(after)
+            assert left >= 0.8 if kept else left <= 0.05, (dt, left)
         assert proc.poll() is None

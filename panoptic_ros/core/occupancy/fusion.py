@@ -11,8 +11,9 @@ Where several see it, `FUSION_RULES` decide:
 - `nearest_camera`: the value of the camera whose optical centre is nearest the cell: a
   nearer view has more pixels per cell and its ground projection errs less.
 
-The default is the one that scored better against the surround rig's ground truth (both
-measured by benchmarks/bench_multicamera.py; docs/benchmarks.md has the table).
+occupied_wins is the default: on an overlapping rig it scored higher with the network's
+labels, nearest_camera with exact ones (benchmarks/bench_multicamera_grids.py;
+docs/benchmarks.md, "Several cameras").
 """
 
 import numpy as np
