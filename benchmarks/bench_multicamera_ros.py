@@ -29,6 +29,7 @@ import numpy as np
 from common import machine_description, write_result
 from panoptic_ros.core.sim.rig import render_rig_sequence, RigSequence, rig_parameters
 from panoptic_ros.ros.environment import isolated_ros_env, pick_domain_id
+from panoptic_ros.ros.parameters import ros_args
 from ros_load import process_cpu_seconds, process_rss_mb, summarize_ages
 
 RIG = Path('data/rig_surround')
@@ -38,15 +39,8 @@ CONFIGS = {'1 camera': ['front'], '4 cameras': ['front', 'left', 'rear', 'right'
 def node_command(rig, cameras, cache_dir):
     params = {**rig_parameters([c for c in rig.cameras if c.name in cameras], rig.grid),
               'use_tf': False, 'cache_dir': str(cache_dir)}
-    args = []
-    for name, value in params.items():
-        if isinstance(value, list):
-            value = '[' + ', '.join(f'"{v}"' if isinstance(v, str) else repr(float(v))
-                                    for v in value) + ']'
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        args += ['-p', f'{name}:={value}']
-    return [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args', *args]
+    return [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
+            *ros_args(params)]
 
 
 def record(env, cameras, warmup, seconds, node_pid):

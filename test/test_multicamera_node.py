@@ -34,6 +34,7 @@ from panoptic_ros.core.settings import Settings
 from panoptic_ros.core.sim.rig import (render_rig_sequence, RigSequence, rig_parameters,
                                        SURROUND_SCENE)
 from panoptic_ros.core.sim.taxonomy import CLASSES
+from panoptic_ros.ros.parameters import ros_args
 
 pytestmark = pytest.mark.ros
 rclpy = pytest.importorskip('rclpy')
@@ -48,18 +49,6 @@ def rig(tmp_path_factory):
     return RigSequence(root)
 
 
-def param_args(params):
-    out = []
-    for name, value in params.items():
-        if isinstance(value, list):
-            value = '[' + ', '.join(f'"{v}"' if isinstance(v, str) else repr(float(v))
-                                    for v in value) + ']'
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        out += ['-p', f'{name}:={value}']
-    return out
-
-
 @contextlib.contextmanager
 def rig_node(rig, cameras, env, tmp_path, **extra):
     params = {**rig_parameters([c for c in rig.cameras if c.name in cameras], rig.grid),
@@ -67,7 +56,7 @@ def rig_node(rig, cameras, env, tmp_path, **extra):
               'image_reliability': 'reliable', 'image_queue_depth': 5, **extra}
     log = open(tmp_path / 'node.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'panoptic_ros.ros.panoptic_node',
-                             '--ros-args', *param_args(params)], env=env, stdout=log,
+                             '--ros-args', *ros_args(params)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True)
     try:
         yield proc, params

@@ -94,3 +94,17 @@ def settings_validator(node, specs, build):
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
     return validate
+
+
+def ros_args(params):
+    """`-p name:=value` command-line arguments of {name: value} (lists as YAML flow lists:
+    strings quoted, numbers as floats; booleans lower case), for starting a node process."""
+    args = []
+    for name, value in params.items():
+        if isinstance(value, (list, tuple)):
+            value = '[' + ', '.join(f'"{v}"' if isinstance(v, str) else repr(float(v))
+                                    for v in value) + ']'
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        args += ['-p', f'{name}:={value}']
+    return args
