@@ -12,9 +12,11 @@ ros2launch's own `launch_a_launch_file` (what `ros2 launch` calls) with `source:
 sim_camera and panoptic_node, panoptic labels and an occupancy grid arrive over DDS with the
 camera's frame ids, and Ctrl-C (SIGINT) ends every process with exit 0; `source:=none`
 starts panoptic_node alone; `source:=video video:=FOLDER` starts camera_node on an image
-folder. Verifies (always) config/panoptic.rviz against running panoptic_node and
-sim_camera_node processes: each display's topic has a publisher of the display's message type
-with QoS the display can match, and the fixed frame is the grid's. Does not verify: rviz2
+folder; `cameras:=[front, left, rear, right]` with the surround parameters file and a rig
+folder as `sequence` gives per-camera labels and the rig's grid. Verifies (always)
+config/panoptic.rviz against running panoptic_node and sim_camera_node processes: each
+display's topic has a publisher of the display's message type with QoS the display can
+match, and the fixed frame is the grid's. Does not verify: rviz2
 itself (`rviz:=true`; not installable here; the display and property names were checked by
 hand against ros2/rviz's sources).
 """
@@ -221,9 +223,11 @@ def _session_alive(sid):
     return False
 
 
-def _run_launch(install, ros_env, log_path, arguments, want_outputs):
-    """Launch with `arguments`, wait for panoptic_node (and, with want_outputs, one panoptic
-    and one occupancy message), Ctrl-C it. Returns (messages, node names, exit code, log)."""
+def _run_launch(install, ros_env, log_path, arguments, want_outputs,
+                camera_topic='panoptic'):
+    """Launch with `arguments`, wait for panoptic_node (and, with want_outputs, one message
+    on camera_topic and one occupancy message), Ctrl-C it. Returns (messages by topic, node
+    names, exit code, log)."""
     from rclpy.qos import qos_profile_sensor_data
     from nav_msgs.msg import OccupancyGrid
     from panoptic_ros.msg import PanopticSegmentation
@@ -232,7 +236,8 @@ def _run_launch(install, ros_env, log_path, arguments, want_outputs):
     got = {}
     try:
         with rclpy_node(ros_env, 'launch_probe') as node:
-            for topic, kind in (('panoptic', PanopticSegmentation), ('occupancy', OccupancyGrid)):
+            for topic, kind in ((camera_topic, PanopticSegmentation),
+                                ('occupancy', OccupancyGrid)):
                 node.create_subscription(kind, topic, lambda m, t=topic: got.setdefault(t, m),
                                          qos_profile_sensor_data)
             if want_outputs:
@@ -331,6 +336,21 @@ def test_ros2_launch_starts_camera_and_node(install_prefix, ros_env, tmp_path):
                                         ['source:=none'], want_outputs=False)
     assert 'panoptic_node' in names and not names & {'sim_camera', 'camera'}, (names, log)
     assert not got and code == 0, log
+
+    # the surround rig: a cameras argument and the rig's parameters file, nothing else
+    import dataclasses
+    from panoptic_ros.core.sim.rig import render_rig_sequence, SURROUND_SCENE
+    render_rig_sequence(tmp_path / 'rig', 7, 3, config=dataclasses.replace(
+        SURROUND_SCENE, width=320, height=240))
+    surround = install_prefix / 'share' / 'panoptic_ros' / 'config' / 'surround.yaml'
+    got, names, code, log = _run_launch(
+        install_prefix, ros_env, tmp_path / 'rig.log',
+        ['source:=sim', f'sequence:={tmp_path / "rig"}', f'params_file:={surround}',
+         'cameras:=[front, left, rear, right]'], want_outputs=True, camera_topic='rear/panoptic')
+    assert set(got) == {'rear/panoptic', 'occupancy'}, log
+    assert got['rear/panoptic'].header.frame_id == 'rear_optical'
+    assert got['occupancy'].info.origin.position.x == -5.0   # the rig's grid around the robot
+    assert code == 0, log
 
 
 def _run_to_end(install, ros_env, log_path, arguments, timeout=120):

@@ -88,6 +88,7 @@ def test_network_stage_batch_equals_each_image_alone(tmp_path):
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 255, (480, 640, 3), np.uint8),
               rng.integers(0, 255, (360, 640, 3), np.uint8)]   # another size, same network
+
     def pipeline(name, batch):
         return FramePipeline(make_backend(name, copy.deepcopy(model), cache_dir=tmp_path,
                                           batch=batch))

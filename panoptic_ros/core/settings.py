@@ -339,6 +339,7 @@ class Settings:
                     not all(math.isfinite(float(v)) for v in p[name]):
                 bad(name, f'must be three finite numbers, or three per camera ({len(cameras)} '
                           'cameras)')
+
         def triple(name, k):   # camera k's three numbers
             k = k if len(p[name]) > 3 else 0
             return [float(v) for v in p[name][3 * k:3 * k + 3]]
