@@ -59,6 +59,7 @@ def record_main(spec):
     from nav_msgs.msg import OccupancyGrid
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from panoptic_ros.msg import PanopticSegmentation
+    from panoptic_ros.ros.messages import stamp_seconds
     rclpy.init()
     node = rclpy.create_node('multicamera_recorder')
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -68,8 +69,7 @@ def record_main(spec):
 
     def on_answer(msg, camera):
         now = time.time()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        answers[camera].append((now, now - stamp))
+        answers[camera].append((now, now - stamp_seconds(msg.header.stamp)))
     for camera in spec['cameras']:
         node.create_subscription(PanopticSegmentation, f'{camera}/panoptic',
                                  lambda m, c=camera: on_answer(m, c), reliable)

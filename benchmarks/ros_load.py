@@ -72,7 +72,7 @@ def publish_main(args):
     from panoptic_ros.core.camera_model import camera_info_dict
     from panoptic_ros.core.sim.world import render_random_frame, SimConfig
     from panoptic_ros.ros.image_codec import numpy_to_compressed, numpy_to_image
-    from panoptic_ros.ros.messages import camera_info_msg
+    from panoptic_ros.ros.messages import camera_info_msg, stamp_seconds
     from sensor_msgs.msg import CompressedImage
 
     # one camera (as on a robot): intrinsics and pose fixed; the pose is panoptic_node's
@@ -104,7 +104,7 @@ def publish_main(args):
     for k in range(args.warmup + args.frames):
         now = node.get_clock().now().to_msg()
         if k == args.warmup:
-            first_measured = now.sec + now.nanosec * 1e-9
+            first_measured = stamp_seconds(now)
         msg, info = msgs[k % len(msgs)], infos[k % len(msgs)]
         msg.header.stamp = info.header.stamp = now
         msg.header.frame_id = info.header.frame_id = 'camera_optical'
@@ -128,6 +128,7 @@ def publish_main(args):
 def record_main(args):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from panoptic_ros.ros.messages import stamp_seconds
     rclpy, node = _init('load_recorder')
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     records = {}
@@ -135,7 +136,7 @@ def record_main(args):
     def recorder(topic):
         def on_msg(msg):
             now = time.time()
-            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            stamp = stamp_seconds(msg.header.stamp)
             records.setdefault(topic, []).append((stamp, now))
         return on_msg
     diagnostics = {}

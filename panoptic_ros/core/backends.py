@@ -222,9 +222,10 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
         onnx_path = cached_onnx(model, cache_dir or '.cache')
         return OnnxRuntimeBackend(onnx_path, model.config, model.anchors(), threads=threads,
                                   batch=batch, cache_dir=cache_dir or '.cache')
-    backend = TorchBackend(model, device, half, compile='max-autotune' if device.type == 'cuda'
-                           else 'default') if name == 'torch_compile' else \
-        TorchBackend(model, device, half)
+    compile = None
+    if name == 'torch_compile':
+        compile = 'max-autotune' if device.type == 'cuda' else 'default'
+    backend = TorchBackend(model, device, half, compile=compile)
     backend.batch = batch
     return backend
 

@@ -112,6 +112,11 @@ def transform_from_quaternion(translation, quaternion):
     return T
 
 
+def planar_pose(T):
+    """(x, y, yaw) of a 4x4 transform on the ground plane (a robot's pose in odom)."""
+    return float(T[0, 3]), float(T[1, 3]), math.atan2(T[1, 0], T[0, 0])
+
+
 def scale_intrinsics(K, sx, sy):
     """K of the same camera after resizing its images by (sx, sy), with pixel centres at
     integer coordinates: u' + 0.5 = sx (u + 0.5)."""

@@ -27,7 +27,8 @@ from panoptic_ros.core.head.policies import REGISTRY
 
 OUTPUTS = ('panoptic', 'semantic', 'colored', 'detections', 'markers', 'occupancy',
            'accumulated')
-CAMERA_OUTPUTS = OUTPUTS[:5]   # one per camera, under its namespace; the grids are shared
+CAMERA_OUTPUTS = OUTPUTS[:5]   # one per camera, under its namespace
+GRID_OUTPUTS = OUTPUTS[5:]     # the node's, shared by every camera
 RELIABILITIES = ('best_effort', 'reliable')
 DEFAULT_MODEL = 'panoptic_light_sim.safetensors'
 

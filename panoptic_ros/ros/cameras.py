@@ -9,7 +9,6 @@ topics, exactly as a single-camera node. occupancy and occupancy/accumulated are
 whatever the number of cameras.
 """
 
-import math
 import time
 
 from nav_msgs.msg import Odometry
@@ -17,18 +16,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from panoptic_ros.core.camera_model import PinholeCamera
+from panoptic_ros.core.camera_model import (PinholeCamera, planar_pose,
+                                            transform_from_quaternion)
 from panoptic_ros.core.occupancy.accumulated import AccumulatedMap, PoseHistory
 from panoptic_ros.core.occupancy.fusion import fuse
-from panoptic_ros.core.settings import CAMERA_OUTPUTS
+from panoptic_ros.core.settings import CAMERA_OUTPUTS, GRID_OUTPUTS
 from panoptic_ros.ros import messages
-from panoptic_ros.ros.messages import OUTPUTS
-
-GRID_OUTPUTS = ('occupancy', 'accumulated')
-
-
-def stamp_seconds(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
+from panoptic_ros.ros.messages import OUTPUTS, stamp_seconds
 
 
 class CameraInput:
@@ -118,8 +112,13 @@ class RobotPoses:
                            f'{self.frame_id!r} (odom_frame_id): ignored')
             return
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-        self.history.add(stamp_seconds(msg.header.stamp), p.x, p.y, yaw)
+        try:
+            T = transform_from_quaternion((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        except ValueError as exc:   # a zero quaternion
+            self.node.stats.count('dropped_bad_odometry')
+            self.node.warn('odom_bad', f'odometry ignored: {exc}')
+            return
+        self.history.add(stamp_seconds(msg.header.stamp), *planar_pose(T))
 
     def at(self, header):
         """(x, y, yaw); raises LookupError saying why there is none."""

@@ -124,8 +124,9 @@ class Evaluator:
         if is_warmup(k):
             self.warm.add(k)
             return
+        from panoptic_ros.ros.messages import stamp_seconds
         now = time.time()
-        self.latency.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+        self.latency.append(now - stamp_seconds(msg.header.stamp))
         self.first = self.first or now
         self.last = now
         image = self.recent_images.pop(k, None)

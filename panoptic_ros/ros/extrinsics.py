@@ -3,12 +3,10 @@ installed and use_tf is set, else the fixed camera_xyz / camera_rpy parameters o
 camera), and the robot's in the odometry frame (tf2 where it has odom -> base, else the
 Odometry topic's history, ros.cameras.Odometry)."""
 
-import math
-
 from rclpy.duration import Duration
 from rclpy.time import Time
 
-from panoptic_ros.core.camera_model import transform_from_quaternion
+from panoptic_ros.core.camera_model import planar_pose, transform_from_quaternion
 
 
 class Extrinsics:
@@ -57,4 +55,4 @@ class Extrinsics:
             T = self._lookup(self.odom_frame, self.base_frame, header.stamp, Duration())
         except Exception:   # no odom -> base in tf: the odometry topic decides
             return None
-        return float(T[0, 3]), float(T[1, 3]), math.atan2(T[1, 0], T[0, 0])
+        return planar_pose(T)

@@ -36,6 +36,11 @@ OUTPUTS = {'panoptic': ('panoptic', PanopticSegmentation, OUT_QOS),
            'accumulated': ('occupancy/accumulated', OccupancyGrid, LATCHED)}
 
 
+def stamp_seconds(stamp):
+    """A builtin_interfaces/Time as float seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 def camera_info_msg(info, header):
     """sensor_msgs/CameraInfo from a camera_model.camera_info_dict()."""
     msg = CameraInfo(header=header, width=int(info['width']), height=int(info['height']),
