@@ -11,6 +11,7 @@ FPS, the age of each output (arrival time - image stamp) p50 / p95, the node's C
 one core, from /proc) and RSS, and panoptic_node's own per-stage p50 from /diagnostics.
 
 Usage: python benchmarks/bench_ros.py [--rate 30] [--frames 300] [--backend onnxruntime_int8]
+           [--model MODEL]
            [--sizes 640x480 1280x720] [--nodes panoptic panoptic_overlap panoptic_fp32 passthrough]
            [--out benchmarks/results/ros_e2e_cpu.md]
 """
@@ -32,13 +33,14 @@ NODES = {'panoptic': [], 'panoptic_overlap': ['-p', 'overlap_stages:=true'],
          'panoptic_fp32': ['-p', 'backend:=onnxruntime'], 'passthrough': None}
 
 
-def node_command(kind, backend, device, cache_dir):
+def node_command(kind, backend, device, cache_dir, model=None):
     if NODES[kind] is None:
         return [sys.executable, str(Path(__file__).resolve().parent / 'ros_load.py'),
                 'passthrough']
     return [sys.executable, '-m', 'panoptic_ros.ros.panoptic_node', '--ros-args',
             '-p', f'backend:={backend}', '-p', f'device:={device}',
-            '-p', f'cache_dir:={cache_dir}', *NODES[kind]]
+            '-p', f'cache_dir:={cache_dir}',
+            *(['-p', f'model_path:={model}'] if model else []), *NODES[kind]]
 
 
 def main():
@@ -48,6 +50,8 @@ def main():
     parser.add_argument('--warmup', type=int, default=20)
     parser.add_argument('--backend', default='onnxruntime_int8')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--model', type=Path, default=None,
+                        help="panoptic_node's model_path (default: the shipped model)")
     parser.add_argument('--sizes', nargs='+', default=['640x480', '1280x720'])
     parser.add_argument('--nodes', nargs='+', choices=NODES,
                         default=['panoptic', 'panoptic_fp32', 'passthrough'],
@@ -63,7 +67,7 @@ def main():
         for kind in args.nodes:
             log = open(work / f'{kind}_{size}.log', 'w')
             proc = subprocess.Popen(node_command(kind, args.backend, args.device,
-                                                 work / 'cache'),
+                                                 work / 'cache', args.model),
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 r = run_load(proc, env, work / kind, width, height, args.rate, args.frames,
@@ -96,7 +100,7 @@ def main():
         '# End to end through ROS 2: publisher -> node -> subscriber',
         '',
         f'Machine: {machine_description(args.device)}.',
-        f'panoptic_node: shipped model, backend {args.backend} on {args.device}, outputs '
+        f'panoptic_node: {args.model or "shipped model"}, backend {args.backend} on {args.device}, outputs '
         'panoptic + detections + occupancy subscribed (overlay and markers not: nobody '
         'subscribed, not computed). Input: rendered sim frames, rgb8, sensor-data QoS, '
         f'{args.warmup} warm-up frames not counted. Age = output arrival - image stamp '

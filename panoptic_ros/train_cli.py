@@ -54,7 +54,7 @@ DEFAULTS = {
               'loss_weights': {'detection': 1.0, 'semantic': 1.0, 'center': 0.1,
                                'heatmap': 200.0},
               'val_every_epochs': 1, 'val_images': 50, 'device': 'cpu',
-              'freeze_stem': True, 'init_from': None},
+              'freeze_stem': True, 'init_from': None, 'stop_after_epochs': None},
     'out': 'runs/train',
     'export_to': None,
 }
@@ -409,7 +409,8 @@ def train(config, resume=False, command=''):
     net = torch.nn.parallel.DistributedDataParallel(model) if run.distributed else model
     start = time.perf_counter()
 
-    while progress.epoch < t['epochs']:
+    # stop_after_epochs ends a run early on the schedule of `epochs` (a stage cut to fit)
+    while progress.epoch < min(t['epochs'], t['stop_after_epochs'] or t['epochs']):
         if run.distributed:
             sampler.set_epoch(progress.epoch)
         train_one_epoch(net, criterion, loader, optimisation, run, progress, t['epochs'])

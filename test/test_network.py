@@ -587,6 +587,13 @@ def test_training_cli_resume_curves_export(tiny_dataset, tmp_path):
     assert meta2['info']['initialised_from'] == str(stage1)
     assert [s['iterations'] for s in meta2['info']['stages']] == [6]
     assert meta2['info']['stages'][0]['command'] == meta['info']['command']
+    # A stage cut short: the schedule of 2 epochs (its decays placed as for 2), stopped after 1.
+    main(['--config', str(cfg), '--out', str(tmp_path / 'cut'), '--set', 'train.epochs=2',
+          '--set', 'train.stop_after_epochs=1',
+          '--set', f'export_to={tmp_path / "cut.safetensors"}'])
+    cut = torch.load(tmp_path / 'cut' / 'last_state.pt', weights_only=True)
+    assert cut['epoch'] == 1 and cut['step'] == 3
+    assert cut['optimizer']['param_groups'][0]['lr'] == pytest.approx(1e-3 * 0.1)
 
 
 @pytest.mark.parametrize('name', ['train_sim_light.yaml', 'train_sim_branches.yaml'])
