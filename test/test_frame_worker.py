@@ -5,7 +5,9 @@ t runs while the first stage of frame t + 1 runs (it waits for that start, which
 a sequential worker); under a burst of frames every frame is either finished or counted as
 replaced, finished frames come out in the order they were put, and nothing is lost between
 the stages; without overlap both stages run on one thread in order; STOP from the second
-stage stops the worker; a first stage with nothing to finish skips the second. Does not
+stage stops the worker; a first stage with nothing to finish skips the second; gather holds
+a cycle until every expected camera's frame is in (and runs them in one call), does not wait
+for a camera left out of the expected ones, and goes after its bound when one never comes. Does not
 verify the node around it (test_panoptic_node, test_reliability) nor the speed
 (benchmarks/bench_ros.py).
 """
@@ -156,3 +158,41 @@ def test_cameras_each_keep_their_newest_frame_and_a_silent_one_blocks_nobody(ove
     assert all(set(c) == {'a'} for c in cycles[2:])
     seen_a = [c['a'] for c in cycles]
     assert len(seen_a) + replaced.count('a') == 10
+
+
+def test_gather_waits_for_every_expected_camera_then_runs_them_together():
+    calls, done = [], threading.Event()
+
+    def first(items):
+        calls.append(sorted(items))
+        done.set()
+
+    expected = ['a', 'b', 'c']
+    worker = FrameWorker(first, lambda key: None, gather=(WAIT, lambda: expected))
+    worker.put(1, 'a')   # the worker wakes here and must wait for b and c
+    threading.Event().wait(0.05)   # (the wait must hold whether or not the worker woke yet)
+    worker.put(2, 'b')
+    assert not done.is_set()
+    worker.put(3, 'c')
+    assert done.wait(WAIT)
+    worker.stop(timeout=WAIT)
+    assert calls == [['a', 'b', 'c']]
+
+
+def test_gather_does_not_wait_for_a_camera_left_out_nor_past_its_bound():
+    calls, done = [], threading.Event()
+
+    def first(items):
+        calls.append(sorted(items))
+        done.set()
+
+    worker = FrameWorker(first, lambda key: None, gather=(WAIT, lambda: ['a']))
+    worker.put(1, 'a')   # b is not expected (stopped sending): no wait
+    assert done.wait(WAIT)
+    worker.stop(timeout=WAIT)
+    done.clear()
+    bounded = FrameWorker(first, lambda key: None, gather=(0.01, lambda: ['a', 'b']))
+    bounded.put(1, 'a')   # b never comes: the cycle goes after the bound
+    assert done.wait(WAIT)
+    bounded.stop(timeout=WAIT)
+    assert calls == [['a'], ['a']]

@@ -4,8 +4,10 @@ this process plays the surround rig's cameras (rendered frames of core.sim.rig) 
 odometry.
 
 Verifies, for two and for four cameras: every camera's outputs come under its namespace with
-its own image's stamp and frame_id; one network call per cycle, taking several cameras'
-frames at once (network_images == processed > network_calls in diagnostics); every fused
+its own image's stamp and frame_id; one network call per cycle, taking every camera's frame
+at once once all are sending (batch_wait gathers them whatever the thread scheduling:
+network_images == processed, network_calls at most one per cycle plus the first cycle's
+cameras); every fused
 `occupancy` grid equals the projections of the same cycle's published labels combined by
 occupied_wins (the cycle's cameras: the subset whose combination matches, at least one
 cycle with two or more); a camera that stops is reported stale in diagnostics (WARN) while
@@ -153,7 +155,8 @@ def projections(rig, cameras, params):
 def test_cameras_batched_fused_and_a_stopped_camera_reported(rig, count, ros_env, tmp_path):
     from panoptic_ros.ros.image_codec import image_to_numpy
     cameras = [c.name for c in rig.cameras][:count]
-    with rig_node(rig, cameras, ros_env, tmp_path, camera_timeout=0.5) as (proc, params), \
+    with rig_node(rig, cameras, ros_env, tmp_path, camera_timeout=2.0,
+                  batch_wait=1.0) as (proc, params), \
             rclpy_node(ros_env, 'rig_test') as node:
         client = RigClient(node, rig, cameras)
         client.wait_for(proc, tmp_path)
@@ -172,7 +175,9 @@ def test_cameras_batched_fused_and_a_stopped_camera_reported(rig, count, ros_env
                    10)
         counters, _ = client.counters()
         assert int(counters['network_images']) == int(counters['processed']) == 6 * count
-        assert int(counters['network_calls']) < 6 * count   # frames of several cameras at once
+        # one call per cycle once every camera is sending (batch_wait gathers them); the
+        # first cycle may start before the later cameras have ever sent
+        assert int(counters['network_calls']) <= 5 + count < 6 * count
         # each fused grid: the projections of one cycle's labels, occupied wins
         project = projections(rig, cameras, params)
         combined = 0

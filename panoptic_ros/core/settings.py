@@ -92,8 +92,13 @@ PARAMETERS = {
                           'the per-camera outputs under <camera>/; their newest frames run '
                           'through the network in one batched call; [\'\'] = one camera on '
                           'the node\'s own topics'),
-    'camera_timeout': Spec(1.0, 'diagnostics: a camera without a frame for this long is '
-                                'reported stale (s)', low=0.0, high=3600.0, low_open=True),
+    'camera_timeout': Spec(1.0, 'a camera without a frame for this long is reported stale in '
+                                'diagnostics and no longer waited for (batch_wait) (s)',
+                           low=0.0, high=3600.0, low_open=True),
+    'batch_wait': Spec(0.02, 'several cameras: how long a cycle waits after its first frame '
+                             'for the frames of the other cameras that are sending, so that '
+                             'cameras triggered together share one network call; 0 = take '
+                             'what is there (s)', low=0.0, high=1.0),
     'backend': Spec('onnxruntime_int8', 'network runtime (onnxruntime_int8 runs fp32 where the '
                                         'model has no INT8 file)', choices=BACKENDS),
     'device': Spec('cpu', "'cpu' or 'cuda[:N]' ('cuda' falls back to the CPU unless "
@@ -254,6 +259,7 @@ class Settings:
     T_base_optical: tuple      # [4, 4] per camera (fallback extrinsics)
     cameras: tuple
     camera_timeout: float
+    batch_wait: float
     fusion_rule: str
     odom_topic: str
     pose_tolerance: float
@@ -369,6 +375,7 @@ class Settings:
                    occupancy=occupancy, grid=grid, use_tf=bool(p['use_tf']),
                    tf_timeout=float(p['tf_timeout']), T_base_optical=tuple(T),
                    cameras=cameras, camera_timeout=float(p['camera_timeout']),
+                   batch_wait=float(p['batch_wait']),
                    fusion_rule=p['fusion_rule'], odom_topic=p['odom_topic'],
                    pose_tolerance=float(p['pose_tolerance']), map=world_map,
                    min_output_rate=float(p['min_output_rate']),

@@ -81,6 +81,10 @@ class CameraInput:
         """The per-camera outputs somebody subscribes to."""
         return {out for out, pub in self.pubs.items() if pub.get_subscription_count()}
 
+    def sending(self, now, timeout):
+        """Sent a frame within the last `timeout` seconds."""
+        return self.last_frame is not None and now - self.last_frame <= timeout
+
     def stale(self, now, timeout):
         """Sent frames before, but none for `timeout` seconds."""
         return self.last_frame is not None and now - self.last_frame > timeout
@@ -90,6 +94,11 @@ class CameraInput:
             self.node.destroy_subscription(sub)
         for pub in self.pubs.values():
             self.node.destroy_publisher(pub)
+
+
+def sending_cameras(cameras, timeout):
+    """expected() of FrameWorker's gather: the indices of the cameras sending frames."""
+    return lambda: [c.index for c in cameras if c.sending(time.monotonic(), timeout)]
 
 
 class RobotPoses:

@@ -7,6 +7,12 @@ has one, all at once, and runs `first` on them ({key: frame}: one batched networ
 cycle). A camera faster than the network so never builds a queue: latency stays one cycle's
 processing time, and a camera that stops sending does not hold the others back.
 
+With `gather` = (seconds, expected): once a cycle's first frame is in, the worker waits up to
+that long for a frame under every key of expected() (the cameras that are sending), so that
+cameras triggered together go through the network together however the threads are
+scheduled; a late camera delays the cycle by at most `seconds`, a stopped one not at all
+once expected() leaves it out.
+
 `first` returns what `second` finishes (None: nothing to finish; FrameWorker.STOP: stop).
 With `overlap`, `second` runs on a thread of its own, so that the first stage of frame t + 1
 (the network) runs while the second stage of frame t (head, occupancy, publishing) finishes:
@@ -18,6 +24,7 @@ after `first` on the worker thread.
 """
 
 import threading
+import time
 
 
 class _Slot:
@@ -61,8 +68,9 @@ class FrameWorker:
     STOP = object()
 
     def __init__(self, first, on_replaced, second=None, overlap=False,
-                 name='panoptic_worker'):
+                 name='panoptic_worker', gather=(0.0, None)):
         self._first, self._second, self._on_replaced = first, second, on_replaced
+        self._gather, self._expected = gather
         self._latest, self._running = {}, True
         self._cond = threading.Condition()
         self._threads = [threading.Thread(target=self._run, name=name, daemon=True)]
@@ -103,6 +111,7 @@ class FrameWorker:
             with self._cond:
                 while not self._latest and self._running:
                     self._cond.wait(0.5)
+                self._wait_for_expected()
                 if not self._running:
                     return
                 item, self._latest = self._latest, {}
@@ -115,6 +124,17 @@ class FrameWorker:
                 self._handover.put(result)
             elif self._second(result) is self.STOP:
                 return
+
+    def _wait_for_expected(self):
+        """(Holding the lock, a frame pending) the other expected keys' frames, bounded."""
+        if self._gather <= 0 or self._expected is None or not self._running:
+            return
+        deadline = time.monotonic() + self._gather
+        while self._running and not set(self._expected()) <= set(self._latest):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _run_second(self):
         while True:

@@ -26,8 +26,7 @@ from panoptic_ros.core.settings import PARAMETERS, Settings
 from panoptic_ros.core.visualization import class_palette
 from panoptic_ros.msg import ClassTable
 from panoptic_ros.ros import messages
-from panoptic_ros.ros.messages import RELIABILITY
-from panoptic_ros.ros.cameras import CameraInput, RobotPoses, SharedGrids
+from panoptic_ros.ros.cameras import CameraInput, RobotPoses, sending_cameras, SharedGrids
 from panoptic_ros.ros.extrinsics import Extrinsics
 from panoptic_ros.ros.frame_worker import FrameWorker
 from panoptic_ros.ros.image_codec import check_image, decode_rgb, ImageFormatError
@@ -71,7 +70,7 @@ class PanopticNode(LifecycleNode):
         self.colors = class_palette(len(self.perception.classes))
         self.extrinsics = Extrinsics(self, s)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.image_queue_depth,
-                         reliability=RELIABILITY[s.image_reliability])
+                         reliability=messages.RELIABILITY[s.image_reliability])
         self.cameras = [CameraInput(self, k, name, s, qos, self.on_image)
                         for k, name in enumerate(s.cameras)]
         self.poses = RobotPoses(self, s, self.extrinsics)
@@ -82,7 +81,8 @@ class PanopticNode(LifecycleNode):
         self.worker = FrameWorker(   # start_cycle, then finish_cycle (overlapped or not)
             lambda msgs: self._guarded(self.start_cycle, msgs),
             lambda camera: self.stats.count('dropped_newer_frame'),
-            lambda cycle: self._guarded(self.finish_cycle, cycle), s.overlap_stages)
+            lambda cycle: self._guarded(self.finish_cycle, cycle), s.overlap_stages,
+            gather=(s.batch_wait, sending_cameras(self.cameras, s.camera_timeout)))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state):
