@@ -9,7 +9,7 @@ on that COCO-panoptic split with the fastest CPU backend (--score-all: with ever
 onnxruntime_int8 runs the model's INT8 file (panoptic-ros-quantize). Prints a table, writes it
 to --out.
 
-Usage: python benchmarks/bench_network.py [--model models/panoptic_light_sim.safetensors]
+Usage: python benchmarks/bench_network.py [--model models/panoptic_branches_sim.safetensors]
            [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
            [--rounds 3]
            [--val-root data/sim320 --val-split val] [--score-all]
@@ -110,11 +110,12 @@ def main():
         pq = scores['pq']
         lines += ['', f'## Scores on {args.val_root}/{args.val_split} '
                   f'({scores["images"]} images, {pipeline.backend.name})', '',
-                  '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 |',
-                  '|---|---|---|---|---|---|---|---|',
+                  '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 | ranked box AP |',
+                  '|---|---|---|---|---|---|---|---|---|',
                   f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "
                   f"{pq['things']['pq']:.1f} | {pq['stuff']['pq']:.1f} | {scores['miou']:.1f} | "
-                  f"{scores['box_ap']['ap']:.1f} | {scores['box_ap']['ap50']:.1f} |", '',
+                  f"{scores['box_ap']['ap']:.1f} | {scores['box_ap']['ap50']:.1f} | "
+                  f"{scores['box_ap_ranked']['ap']:.1f} |", '',
                   'Per class PQ: ' + ', '.join(
                       f"{c['name']} {c['pq']:.1f}" for c in pq['per_class'].values())]
         print(summary_line(scores))
