@@ -1,5 +1,5 @@
 # The two entry points of README.md. Both set up .venv first (idempotent, seconds when done).
-.PHONY: setup test test-pure demo demo-video model
+.PHONY: setup test test-pure demo demo-video model model-light model-data
 
 setup:
 	scripts/setup_env.sh
@@ -23,9 +23,55 @@ demo-video: setup
 	test -f $(VTEST) || (apt-get update -qq && apt-get install -y -qq opencv-doc)
 	.venv/bin/python -m panoptic_ros.ros.demo --video $(VTEST) --out out/video
 
-# Retrain the shipped model from scratch (renders the datasets first; hours on a 2-core CPU).
-model: setup
+# Retrain the shipped model from scratch: renders the datasets, then the training stages of
+# models/README.md, each starting from the previous stage's export (about 5.3 hours of training
+# on a 2-core CPU: run the stages in separate sittings if need be), then its INT8 files and
+# the learned parts of the spatial_ranking and refined overlap policies.
+TRAIN = .venv/bin/panoptic-ros-train --config config/train_sim_branches.yaml
+STAGE = models/stages/panoptic_branches_sim_stage
+SHIPPED = models/panoptic_branches_sim.safetensors
+POLICY = .venv/bin/panoptic-ros-train-policy
+model: setup model-data
+	$(TRAIN) --set train.stop_after_epochs=3 --set out=runs/branches_sim_stage1 \
+		--set export_to=$(STAGE)1.safetensors
+	$(TRAIN) --set train.init_from=$(STAGE)1.safetensors --set train.epochs=3 \
+		--set out=runs/branches_sim_stage2 --set export_to=$(STAGE)2.safetensors
+	$(TRAIN) --set model.borderness_map=true --set train.init_from=$(STAGE)2.safetensors \
+		--set train.epochs=1 --set train.lr=0.0005 --set out=runs/branches_sim_stage3 \
+		--set export_to=$(STAGE)3.safetensors
+	$(TRAIN) --set model.borderness_map=true --set train.init_from=$(STAGE)3.safetensors \
+		--set train.epochs=3 --set train.lr=0.0005 --set out=runs/branches_sim_stage4 \
+		--set export_to=$(STAGE)4.safetensors
+	$(TRAIN) --set model.borderness_map=true --set data.train_split=train6k \
+		--set train.init_from=$(STAGE)4.safetensors --set train.epochs=3 --set train.lr=0.0005 \
+		--set out=runs/branches_sim_stage5 --set export_to=$(STAGE)5.safetensors
+	$(TRAIN) --set model.borderness_map=true --set data.train_split=train6k \
+		--set train.init_from=$(STAGE)5.safetensors --set train.epochs=4 --set train.lr=0.0005 \
+		--set out=runs/branches_sim_stage6 --set export_to=$(STAGE)6.safetensors
+	mv $(STAGE)6.safetensors $(SHIPPED)
+	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
+		--num 200 --float-first 0
+	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
+		--num 200 --float-first 0 --flavour tensorrt
+	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
+	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2
+
+# The light model (MobileNetV2 + RetinaNet, models/panoptic_light_sim.safetensors): one run.
+model-light: setup model-data
+	.venv/bin/panoptic-ros-train --config config/train_sim_light.yaml
+	.venv/bin/panoptic-ros-quantize --model models/panoptic_light_sim.safetensors \
+		--data data/sim_calib --split calib --num 200 --float-first 6
+	.venv/bin/panoptic-ros-quantize --model models/panoptic_light_sim.safetensors \
+		--data data/sim_calib --split calib --num 200 --float-first 6 --flavour tensorrt
+
+model-data: setup
 	.venv/bin/panoptic-ros-sim export --out data/sim320 --split train --num 3000 --seed 1 \
 		--width 320 --height 240
+	.venv/bin/panoptic-ros-sim export --out data/sim320 --split train6k --num 6000 --seed 1 \
+		--width 320 --height 240
 	.venv/bin/panoptic-ros-sim export --out data/sim320 --split val --num 200 --seed 2
-	.venv/bin/panoptic-ros-train --config config/train_sim_light.yaml
+	.venv/bin/panoptic-ros-sim export --out data/sim_calib --split calib --num 200 --seed 21
+	.venv/bin/panoptic-ros-sim export --out data/sim_policy --split train --num 250 --seed 31
+	.venv/bin/panoptic-ros-sim export --out data/sim_policy --split train_crowded --num 250 \
+		--seed 32 --set crowd_probability=1.0
+	.venv/bin/panoptic-ros-sim export --out data/sim_policy --split select --num 100 --seed 33

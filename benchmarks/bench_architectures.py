@@ -26,7 +26,7 @@ from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.sim.taxonomy import default_model_config
 
 VARIANTS = [
-    ('shipped light model (MobileNetV2, RetinaNet)', {}),
+    ('light model (MobileNetV2, RetinaNet)', {}),
     ('EfficientNet-Lite0', dict(encoder='efficientnet_lite0')),
     ('MobileNetV2 + LPSNet box head', dict(box_head='lpsnet')),
     ('MobileNetV2 + PPM', dict(ppm=True)),

@@ -12,7 +12,7 @@ contacts; its latency too), and by footprint_scale; and the
 error of the things' ground positions (distance from their footprint's centre).
 
 Usage: python benchmarks/bench_occupancy.py [--frames 40] [--repeats 50]
-           [--model models/panoptic_light_sim.safetensors]
+           [--model models/panoptic_branches_sim.safetensors]
            [--out benchmarks/results/occupancy_cpu.md]
 """
 

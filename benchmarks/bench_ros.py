@@ -100,7 +100,8 @@ def main():
         '# End to end through ROS 2: publisher -> node -> subscriber',
         '',
         f'Machine: {machine_description(args.device)}.',
-        f'panoptic_node: {args.model or "shipped model"}, backend {args.backend} on {args.device}, outputs '
+        f'panoptic_node: {args.model or "shipped model"}, backend {args.backend} on '
+        f'{args.device}, outputs '
         'panoptic + detections + occupancy subscribed (overlay and markers not: nobody '
         'subscribed, not computed). Input: rendered sim frames, rgb8, sensor-data QoS, '
         f'{args.warmup} warm-up frames not counted. Age = output arrival - image stamp '

@@ -1,5 +1,5 @@
 """GPU measurements in one command: CUDA tests, the paper's network, every head policy, the
-light model's frame pipeline. Writes one results file (rewritten after each section, so a
+shipped model's frame pipeline. Writes one results file (rewritten after each section, so a
 run cut short keeps what it measured).
 
 Sections, in this order:
@@ -12,7 +12,7 @@ Sections, in this order:
                detections: eager reference form and its CUDA-graph replay (a policy that
                synchronises with the host cannot be captured; that is reported, with the
                replay checked equal to eager where it can)
-  pipeline     the shipped light model's frame pipeline at 1280 x 720 on CUDA, stage medians
+  pipeline     the shipped model's frame pipeline at 1280 x 720 on CUDA, stage medians
 
 Needs torch, torchvision, numpy, opencv, safetensors and pytest; no ROS, no network, nothing
 installed (run from the repository root with it on PYTHONPATH: benchmarks/gpu_check.sh).
@@ -45,7 +45,7 @@ from common import machine_description
 from panoptic_ros.core.backends import TorchBackend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.head import POLICIES, PanopticHead, PanopticHeadConfig
-from panoptic_ros.core.inference import FramePipeline
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.model import ModelConfig, SingleShotPanoptic
 from panoptic_ros.core.settings import default_model_path
 
@@ -289,15 +289,16 @@ def graph_replay(run, args, sizes):
     return [f'{p50:.3f}', f'{p95:.3f}']
 
 
-def light_pipeline(args, sizes):
+def shipped_pipeline(args, sizes):
     model, _ = load_checkpoint(default_model_path())
     cuda = args.device.startswith('cuda')
     variants = [('torch', dict()), ('torch fp16', dict(half=True)),
                 ('torch.compile + CUDA graphs fp16', dict(half=True,
                                                           compile='reduce-overhead'))]
-    lines = [f'Shipped model `{default_model_path().name}` (MobileNetV2 + RetinaNet, '
-             f'{model.config.input_size[0]} x {model.config.input_size[1]} input), node '
-             'defaults (score threshold 0.4, highest_confidence), stage medians in ms.', '']
+    c = model.config
+    lines = [f'Shipped model `{default_model_path().name}` ({c.encoder}, {c.box_head} box head, '
+             f'{c.input_size[0]} x {c.input_size[1]} input), node defaults (score threshold '
+             f'{DecodeConfig().score_threshold}, highest_confidence), stage medians in ms.', '']
     for name, options in variants:
         if not cuda and options:
             lines.append(f'- {name}: skipped (CUDA only)')
@@ -313,7 +314,7 @@ def light_pipeline(args, sizes):
 
 SECTIONS = (('Environment', environment, 10), ('CUDA tests', cuda_tests, 60),
             ('Panoptic head, every policy', head_policies, 60),
-            ('Light model frame pipeline', light_pipeline, 90),
+            ('Shipped model frame pipeline', shipped_pipeline, 90),
             ("The paper's network", paper_network, 150))
 
 

@@ -26,8 +26,11 @@ def test_cmake_install_merges_messages_and_sources(tmp_path):
     share = install / 'share' / 'panoptic_ros'
     for name in ('package.xml', 'config/fastdds_localhost.xml', 'config/panoptic.yaml',
                  'config/panoptic.rviz', 'launch/camera.launch.py',
+                 'models/panoptic_branches_sim.safetensors',
+                 'models/panoptic_branches_sim.int8.onnx',
                  'models/panoptic_light_sim.safetensors'):
         assert (share / name).is_file(), name
+    assert not (share / 'models' / 'stages').exists()
     for name in ('sim_camera_node', 'camera_node', 'panoptic_node'):
         node = install / 'lib' / 'panoptic_ros' / name
         assert node.is_file() and os.access(node, os.X_OK), name

@@ -31,7 +31,7 @@ def test_smoke_run_writes_every_section(tmp_path):
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     text = out.read_text()
     for heading in ('## Environment', '## CUDA tests', '## Panoptic head, every policy',
-                    '## Light model frame pipeline', "## The paper's network"):
+                    '## Shipped model frame pipeline', "## The paper's network"):
         assert heading in text, heading
     assert 'failed' not in text and 'Traceback' not in text, text
     assert 'tests collected' in text and 'Exit code 0' in text
