@@ -1,0 +1,180 @@
+"""Benchmark: the ablation table of the network choices, trained models side by side.
+
+Each row is a trained checkpoint, run as the node runs it (onnxruntime fp32, highest_confidence
+head) at its score threshold, possibly changed at inference time: a larger network input than
+it was trained at, or LPSNet's border-ness left out of the detection score. For each row: PQ,
+PQ_th, PQ_st, box AP (published detections) and ranked box AP (COCO protocol, scores >= 0.05)
+on the val split and on the crowded low-camera split, and the network's
+CPU latency at its input size (--rounds interleaved rounds of --repeats runs, median and range
+of the rounds' p50, so the machine's drift hits every row alike). The training each row had
+(iterations, frames, stages) comes from the checkpoint's metadata. Where a row lists several
+thresholds, the one with the best val PQ is scored on the crowded split and reported.
+
+Usage: python benchmarks/bench_ablation.py [--limit N] [--rounds 3] [--repeats 20]
+           [--val-root data/sim320] [--crowded-root data/sim_crowded_low]
+           [--out benchmarks/results/ablation_cpu.md]
+"""
+
+import argparse
+import copy
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine_description, write_result
+from panoptic_ros.core.backends import configure_torch_threads, make_backend
+from panoptic_ros.core.checkpoint import load_checkpoint, read_metadata
+from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+from panoptic_ros.core.head import PanopticHeadConfig
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.model import SingleShotPanoptic
+from panoptic_ros.core.settings import default_model_path
+
+MODELS = Path(__file__).resolve().parents[1] / 'models'
+STAGE = 'stages/panoptic_branches_sim_stage{}.safetensors'
+SHIPPED = default_model_path().name
+
+
+@dataclasses.dataclass
+class Row:
+    label: str
+    model: str                      # under models/
+    thresholds: tuple               # score thresholds; the best on val is kept
+    input_size: tuple = None        # (width, height) at inference; None: as trained
+    borderness_score: bool = True   # LPSNet: confidence x border-ness (False: confidence)
+
+
+ROWS = [
+    Row('light: MobileNetV2 + RetinaNet', 'panoptic_light_sim.safetensors', (0.4,)),
+    Row('EfficientNet-Lite0 + LPSNet box head + PPM + heatmap (stage 2)', STAGE.format(2),
+        (0.25,)),
+    Row('+ border-ness map, 1500 more iterations (stage 4)', STAGE.format(4), (0.2,)),
+    Row('+ 6000 frames, 2250 more iterations (stage 5)', STAGE.format(5), (0.2,)),
+    Row('+ 3000 more iterations (stage 6, shipped)', SHIPPED, (0.2,)),
+    Row('shipped, border-ness left out of the score', SHIPPED, (0.2, 0.3, 0.4),
+        borderness_score=False),
+    Row('shipped, 448x336 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(448, 336)),
+    Row('shipped, 640x480 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(640, 480)),
+]
+
+
+class WithoutBorderness:
+    """A backend whose box border-ness logits are replaced by a large value (sigmoid 1): the
+    decoder's score is then the class confidence alone."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.model_config = backend.model_config
+        self.anchors = backend.anchors
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def __call__(self, x):
+        out = dict(self.backend(x))
+        out['bbox_borderness'] = torch.full_like(out['bbox_borderness'], 30.0)
+        return out
+
+
+def load_row(row, threads):
+    model, _ = load_checkpoint(MODELS / row.model)
+    if row.input_size is not None:   # same weights, another (static) input size
+        resized = SingleShotPanoptic(dataclasses.replace(model.config,
+                                                         input_size=tuple(row.input_size)))
+        resized.load_state_dict(model.state_dict())
+        model = resized.eval()
+    backend = make_backend('onnxruntime', copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
+                           threads=threads)
+    return model, backend if row.borderness_score else WithoutBorderness(backend)
+
+
+def training_of(path):
+    """'iterations on frames' of a checkpoint and the stages before it, from its metadata."""
+    info = read_metadata(path).get('info', {})
+    stages = info.get('stages', []) + [info]
+    iterations = sum(s.get('iterations', 0) for s in stages)
+    frames = max(s.get('train_images', 0) for s in stages)
+    return f'{iterations} it, {frames} frames' + (f', {len(stages)} stages'
+                                                  if len(stages) > 1 else '')
+
+
+def latencies(backends, rounds, repeats, threads):
+    """{index: [p50 ms per round]}, the backends timed in turn in each round."""
+    p50s = {k: [] for k in range(len(backends))}
+    for _ in range(rounds):
+        for k, backend in enumerate(backends):
+            configure_torch_threads(backend, threads)
+            width, height = backend.model_config.input_size
+            x = torch.randn(1, 3, height, width)
+            for _ in range(3):
+                backend(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                backend(x)
+                times.append(time.perf_counter() - start)
+            p50s[k].append(statistics.median(times) * 1e3)
+    return p50s
+
+
+def score(backend, threshold, root, limit):
+    pipeline = FramePipeline(backend, decode_config=DecodeConfig(score_threshold=threshold),
+                             head_config=PanopticHeadConfig())
+    return evaluate_pipeline(pipeline, root, 'val', limit=limit)
+
+
+def cells(scores):
+    pq = scores['pq']
+    return (f"{pq['all']['pq']:.1f} | {pq['things']['pq']:.1f} | {pq['stuff']['pq']:.1f} | "
+            f"{scores['box_ap']['ap']:.1f} | {scores['box_ap_ranked']['ap']:.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--val-root', type=Path, default=Path('data/sim320'))
+    parser.add_argument('--crowded-root', type=Path, default=Path('data/sim_crowded_low'))
+    parser.add_argument('--limit', type=int, help='frames per split (default: all)')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/ablation_cpu.md'))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    machine = machine_description()
+    loaded = [load_row(row, args.threads) for row in ROWS]
+    timing = latencies([backend for _, backend in loaded], args.rounds, args.repeats,
+                       args.threads)
+    lines = []
+    for k, (row, (model, backend)) in enumerate(zip(ROWS, loaded)):
+        val = {t: score(backend, t, args.val_root, args.limit) for t in row.thresholds}
+        best = max(val, key=lambda t: val[t]['pq']['all']['pq'])
+        crowded = score(backend, best, args.crowded_root, args.limit)
+        print(f'{row.label} @ {best}: val {summary_line(val[best])}; crowded '
+              f'{summary_line(crowded)}', flush=True)
+        width, height = model.config.input_size
+        p50 = timing[k]
+        lines.append(f'| {row.label} | {training_of(MODELS / row.model)} | {width}x{height} | '
+                     f'{best:g} | {cells(val[best])} | {cells(crowded)} | '
+                     f'{statistics.median(p50):.1f} ({min(p50):.1f}–{max(p50):.1f}) |')
+    images = args.limit or 'all'
+    text = '\n'.join([
+        '# Ablation: the network choices, trained models side by side', '',
+        f'Machine: {machine}. onnxruntime fp32, highest_confidence head; val = '
+        f'{args.val_root}/val, crowded = {args.crowded_root}/val (low camera, a crowd in every '
+        f'scene), {images} frames each at 640x480. Latency: the network alone at the row\'s '
+        f'input, {args.rounds} interleaved rounds of {args.repeats} runs, median (range) of '
+        'the rounds\' p50.',
+        f'Command: `python benchmarks/bench_ablation.py {" ".join(sys.argv[1:])}`', '',
+        '| variant | training | input | score threshold | val PQ | PQ_th | PQ_st | box AP | '
+        'ranked AP | crowded PQ | PQ_th | PQ_st | box AP | ranked AP | network p50 ms |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        *lines, ''])
+    write_result(text, args.out)
+
+
+if __name__ == '__main__':
+    main()
