@@ -62,24 +62,6 @@ ROWS = [
 ]
 
 
-class WithoutBorderness:
-    """A backend whose box border-ness logits are replaced by a large value (sigmoid 1): the
-    decoder's score is then the class confidence alone."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.model_config = backend.model_config
-        self.anchors = backend.anchors
-
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
-
-    def __call__(self, x):
-        out = dict(self.backend(x))
-        out['bbox_borderness'] = torch.full_like(out['bbox_borderness'], 30.0)
-        return out
-
-
 def load_row(row, threads):
     model, _ = load_checkpoint(MODELS / row.model)
     if row.input_size is not None:   # same weights, another (static) input size
@@ -89,7 +71,7 @@ def load_row(row, threads):
         model = resized.eval()
     backend = make_backend('onnxruntime', copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
                            threads=threads)
-    return model, backend if row.borderness_score else WithoutBorderness(backend)
+    return model, backend
 
 
 def training_of(path):
@@ -121,8 +103,9 @@ def latencies(backends, rounds, repeats, threads):
     return p50s
 
 
-def score(backend, threshold, root, limit):
-    pipeline = FramePipeline(backend, decode_config=DecodeConfig(score_threshold=threshold),
+def score(backend, threshold, root, limit, borderness_score=True):
+    pipeline = FramePipeline(backend, decode_config=DecodeConfig(
+                                 score_threshold=threshold, borderness_score=borderness_score),
                              head_config=PanopticHeadConfig())
     return evaluate_pipeline(pipeline, root, 'val', limit=limit)
 
@@ -150,9 +133,10 @@ def main():
                        args.threads)
     lines = []
     for k, (row, (model, backend)) in enumerate(zip(ROWS, loaded)):
-        val = {t: score(backend, t, args.val_root, args.limit) for t in row.thresholds}
+        val = {t: score(backend, t, args.val_root, args.limit, row.borderness_score)
+               for t in row.thresholds}
         best = max(val, key=lambda t: val[t]['pq']['all']['pq'])
-        crowded = score(backend, best, args.crowded_root, args.limit)
+        crowded = score(backend, best, args.crowded_root, args.limit, row.borderness_score)
         print(f'{row.label} @ {best}: val {summary_line(val[best])}; crowded '
               f'{summary_line(crowded)}', flush=True)
         width, height = model.config.input_size

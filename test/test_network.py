@@ -447,6 +447,12 @@ def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
     sigmoid = 1 / (1 + math.exp(-2.0))
     assert net.scores.tolist() == pytest.approx([sigmoid * 0.5])      # border-ness logit 0
     assert net.classes.tolist() == [config.thing_channels[1]]
+    # borderness_score off: the class confidence alone (same box)
+    alone = Decoder(anchors, config.thing_channels,
+                    DecodeConfig(score_threshold=0.3, borderness_score=False), box_head='lpsnet')
+    net = alone(raw, 1.0, (128, 160))
+    assert net.scores.tolist() == pytest.approx([sigmoid])
+    assert net.boxes.tolist() == [[56.0, 44.0, 80.0, 72.0]]
 
 
 @pytest.mark.parametrize('box_head', ['retinanet', 'lpsnet'])

@@ -35,6 +35,7 @@ class DecodeConfig:
     nms_iou: float = 0.5             # per-class NMS (RetinaNet)
     topk_candidates: int = 1000      # best anchors kept before NMS
     max_detections: int = 100        # after NMS; also the head's padded slot count
+    borderness_score: bool = True    # LPSNet box head: score = confidence x border-ness
 
     def __post_init__(self):
         if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 < self.nms_iou <= 1.0:
@@ -101,7 +102,7 @@ class Decoder:
         logits = raw['cls_logits'][0].float().flatten()
         keep = torch.nonzero(logits > logit(cfg.score_threshold)).squeeze(1)
         scores = torch.sigmoid(logits[keep])
-        if self.box_head == 'lpsnet':   # border-ness x confidence, before NMS
+        if self.box_head == 'lpsnet' and cfg.borderness_score:   # x border-ness, before NMS
             borderness = raw['bbox_borderness'][0].float().flatten()
             scores = scores * torch.sigmoid(borderness[keep // num_classes])
         passing = scores > cfg.score_threshold
