@@ -20,13 +20,12 @@ import copy
 import dataclasses
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from common import machine_description, write_result
-from panoptic_ros.core.backends import configure_torch_threads, make_backend
+from common import interleaved_p50s, machine_description, write_result
+from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint, read_metadata
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.head import PanopticHeadConfig
@@ -84,25 +83,6 @@ def training_of(path):
                                                   if len(stages) > 1 else '')
 
 
-def latencies(backends, rounds, repeats, threads):
-    """{index: [p50 ms per round]}, the backends timed in turn in each round."""
-    p50s = {k: [] for k in range(len(backends))}
-    for _ in range(rounds):
-        for k, backend in enumerate(backends):
-            configure_torch_threads(backend, threads)
-            width, height = backend.model_config.input_size
-            x = torch.randn(1, 3, height, width)
-            for _ in range(3):
-                backend(x)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                backend(x)
-                times.append(time.perf_counter() - start)
-            p50s[k].append(statistics.median(times) * 1e3)
-    return p50s
-
-
 def score(backend, threshold, root, limit, borderness_score=True):
     pipeline = FramePipeline(backend, decode_config=DecodeConfig(
                                  score_threshold=threshold, borderness_score=borderness_score),
@@ -129,8 +109,8 @@ def main():
     torch.set_num_threads(args.threads)
     machine = machine_description()
     loaded = [load_row(row, args.threads) for row in ROWS]
-    timing = latencies([backend for _, backend in loaded], args.rounds, args.repeats,
-                       args.threads)
+    timing = interleaved_p50s([backend for _, backend in loaded], args.rounds, args.repeats,
+                              args.threads)
     lines = []
     for k, (row, (model, backend)) in enumerate(zip(ROWS, loaded)):
         val = {t: score(backend, t, args.val_root, args.limit, row.borderness_score)

@@ -15,13 +15,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import machine_description, write_result
-from panoptic_ros.core.backends import configure_torch_threads, export_onnx, OnnxRuntimeBackend
+from common import interleaved_p50s, machine_description, write_result
+from panoptic_ros.core.backends import export_onnx, OnnxRuntimeBackend
 from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.sim.taxonomy import default_model_config
 
@@ -55,21 +54,11 @@ def main():
             backend = OnnxRuntimeBackend(onnx_path, model.config, model.anchors(),
                                          threads=args.threads)
             params = sum(p.numel() for p in model.parameters())
-            runs.append((name, backend, params, onnx_path.stat().st_size, []))
+            runs.append((name, backend, params, onnx_path.stat().st_size))
         width, height = runs[0][1].model_config.input_size
-        x = torch.randn(1, 3, height, width)
-        for _ in range(args.rounds):
-            for name, backend, _, _, p50s in runs:
-                configure_torch_threads(backend, args.threads)
-                for _ in range(3):
-                    backend(x)
-                times = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    backend(x)
-                    times.append(time.perf_counter() - start)
-                p50s.append(statistics.median(times) * 1e3)
-    base = statistics.median(runs[0][4])
+        timing = interleaved_p50s([backend for _, backend, _, _ in runs], args.rounds,
+                                  args.repeats, args.threads)
+    base = statistics.median(timing[0])
     lines = [f'# Network latency of the architecture options (onnxruntime, {width}x{height} '
              'input)', '',
              f'Machine: {machine}; {args.rounds} rounds of {args.repeats} runs per variant, '
@@ -77,7 +66,7 @@ def main():
              f'Command: `python benchmarks/bench_architectures.py {" ".join(sys.argv[1:])}`',
              '', '| variant | network p50 ms (range over rounds) | ratio to the first | '
              'parameters (M) | ONNX MB |', '|---|---|---|---|---|']
-    for name, _, params, size, p50s in runs:
+    for (name, _, params, size), p50s in zip(runs, timing):
         median = statistics.median(p50s)
         lines.append(f'| {name} | {median:.1f} ({min(p50s):.1f}–{max(p50s):.1f}) | '
                      f'{median / base:.2f} | {params / 1e6:.2f} | {size / 1e6:.1f} |')

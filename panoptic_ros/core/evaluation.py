@@ -76,9 +76,15 @@ def evaluate_pipeline(pipeline, root, split='val', limit=None, progress=None):
     start = time.perf_counter()
     try:
         for index in range(count):
+            rgb, gt_ids, gt_segments = dataset.load(index)
             image_id = dataset.images[index]['id']
-            gt_boxes += _score_image(pipeline, dataset, index, categories, evaluator, things,
-                                     detections)
+            result = pipeline(rgb)
+            pred_ids, pred_segments = predicted_segments(result, categories)
+            evaluator.add(gt_ids, {s['id']: s for s in gt_segments}, pred_ids, pred_segments)
+            gt_boxes += [{'image_id': image_id, 'category_id': s['category_id'],
+                          'bbox': s['bbox'], 'iscrowd': s.get('iscrowd', 0)}
+                         for s in gt_segments if s['category_id'] in things]
+            detections += _detections(result.network, image_id, categories)
             ranked += _detections(keep.last, image_id, categories)
             if progress:
                 progress(index + 1, count)
@@ -91,19 +97,6 @@ def evaluate_pipeline(pipeline, root, split='val', limit=None, progress=None):
             'box_ap': box_ap(gt_boxes, detections, thing_categories),
             'box_ap_ranked': box_ap(gt_boxes, ranked, thing_categories),
             'images': count, 'seconds': seconds}
-
-
-def _score_image(pipeline, dataset, index, categories, evaluator, things, detections):
-    """Runs one image, adds it to the evaluator and its detections to `detections`; its
-    ground-truth thing boxes."""
-    rgb, gt_ids, gt_segments = dataset.load(index)
-    image_id = dataset.images[index]['id']
-    result = pipeline(rgb)
-    pred_ids, pred_segments = predicted_segments(result, categories)
-    evaluator.add(gt_ids, {s['id']: s for s in gt_segments}, pred_ids, pred_segments)
-    detections += _detections(result.network, image_id, categories)
-    return [{'image_id': image_id, 'category_id': s['category_id'], 'bbox': s['bbox'],
-             'iscrowd': s.get('iscrowd', 0)} for s in gt_segments if s['category_id'] in things]
 
 
 def _detections(net, image_id, categories):

@@ -87,7 +87,7 @@ class CameraInput:
 
     def stale(self, now, timeout):
         """Sent frames before, but none for `timeout` seconds."""
-        return self.last_frame is not None and now - self.last_frame > timeout
+        return self.last_frame is not None and not self.sending(now, timeout)
 
     def destroy(self):
         for sub in self.subs:
