@@ -1,5 +1,5 @@
 # The two entry points of README.md. Both set up .venv first (idempotent, seconds when done).
-.PHONY: setup test test-pure demo demo-video model model-light model-data
+.PHONY: setup test test-pure demo demo-video model model-ablation model-light model-data
 
 setup:
 	scripts/setup_env.sh
@@ -53,8 +53,24 @@ model: setup model-data
 		--num 200 --float-first 0
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --flavour tensorrt
+	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
+		--num 200 --float-first 0 --input-size 448 336
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
 	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2
+
+# The ablation rows of benchmarks/bench_ablation.py that retrain without a branch: from the
+# shipped weights, one more epoch of `train` (375 iterations, 7 to 13 min each on a 2-core
+# CPU) with every branch (the control), without the Pyramid Pooling Module, without the
+# center heatmap.
+ABLATION = models/stages/panoptic_branches_sim_ablation
+RETRAIN = $(TRAIN) --set model.borderness_map=true --set train.init_from=$(SHIPPED) \
+	--set train.epochs=1 --set train.lr=0.0005
+model-ablation: setup model-data
+	$(RETRAIN) --set out=runs/ablation_all --set export_to=$(ABLATION)_all.safetensors
+	$(RETRAIN) --set model.ppm=false --set out=runs/ablation_no_ppm \
+		--set export_to=$(ABLATION)_no_ppm.safetensors
+	$(RETRAIN) --set model.center_heatmap=false --set out=runs/ablation_no_heatmap \
+		--set export_to=$(ABLATION)_no_heatmap.safetensors
 
 # The light model (MobileNetV2 + RetinaNet, models/panoptic_light_sim.safetensors): one run.
 model-light: setup model-data

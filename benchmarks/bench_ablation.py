@@ -9,6 +9,10 @@ CPU latency at its input size (--rounds interleaved rounds of --repeats runs, me
 of the rounds' p50, so the machine's drift hits every row alike). The training each row had
 (iterations, frames, stages) comes from the checkpoint's metadata. Where a row lists several
 thresholds, the one with the best val PQ is scored on the crowded split and reported.
+The Pyramid Pooling Module and the center heatmap were trained in from stage 2 on; their rows
+(`make model-ablation`) take the shipped weights, switch the branch off and train one more
+epoch, beside a control that trains the same epoch with every branch: what the network loses
+without the branch once it has adapted, not a separate training from ImageNet.
 
 Usage: python benchmarks/bench_ablation.py [--limit N] [--rounds 3] [--repeats 20]
            [--val-root data/sim320] [--crowded-root data/sim_crowded_low]
@@ -30,11 +34,11 @@ from panoptic_ros.core.checkpoint import load_checkpoint, read_metadata
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
 from panoptic_ros.core.head import PanopticHeadConfig
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
-from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.settings import default_model_path
 
 MODELS = Path(__file__).resolve().parents[1] / 'models'
 STAGE = 'stages/panoptic_branches_sim_stage{}.safetensors'
+ABLATION = 'stages/panoptic_branches_sim_ablation_{}.safetensors'   # make model-ablation
 SHIPPED = default_model_path().name
 
 
@@ -56,6 +60,12 @@ ROWS = [
     Row('+ 3000 more iterations (stage 6, shipped)', SHIPPED, (0.2,)),
     Row('shipped, border-ness left out of the score', SHIPPED, (0.2, 0.3, 0.4),
         borderness_score=False),
+    Row('shipped + 375 iterations (control of the two rows below)', ABLATION.format('all'),
+        (0.2,)),
+    Row('shipped without the Pyramid Pooling Module + 375 iterations', ABLATION.format('no_ppm'),
+        (0.2,)),
+    Row('shipped without the center heatmap + 375 iterations', ABLATION.format('no_heatmap'),
+        (0.2,)),
     Row('shipped, 448x336 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(448, 336)),
     Row('shipped, 640x480 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(640, 480)),
 ]
@@ -64,10 +74,7 @@ ROWS = [
 def load_row(row, threads):
     model, _ = load_checkpoint(MODELS / row.model)
     if row.input_size is not None:   # same weights, another (static) input size
-        resized = SingleShotPanoptic(dataclasses.replace(model.config,
-                                                         input_size=tuple(row.input_size)))
-        resized.load_state_dict(model.state_dict())
-        model = resized.eval()
+        model = model.at_input_size(row.input_size)
     backend = make_backend('onnxruntime', copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
                            threads=threads)
     return model, backend

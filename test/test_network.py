@@ -14,6 +14,7 @@ torchrun on two CPU processes. Does not verify: TensorRT (test_tensorrt.py), CUD
 (test_cuda.py, skipped without a GPU), accuracy of the shipped model (test_shipped_model).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from panoptic_ros.core import efficientnet_lite
 from panoptic_ros.core.backends import (
     export_onnx, fold_frozen_batchnorm, make_backend, OnnxRuntimeBackend, TorchBackend)
-from panoptic_ros.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from panoptic_ros.core.checkpoint import (CheckpointError, load_checkpoint, load_stage,
+                                          save_checkpoint)
 from panoptic_ros.core.data import (
     borderness, CocoPanopticDataset, collate, IGNORE, PanopticTargets)
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
@@ -349,6 +351,41 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
               metadata={'panoptic_ros': json.dumps(meta_other)})
     with pytest.raises(CheckpointError, match='shape'):
         load_checkpoint(tmp_path / 'lying.safetensors')
+
+
+def test_stage_switches_outputs_on_and_branches_off(tmp_path):
+    # A stage may add the border-ness map (a new predictor row at zero) and leave out the
+    # Pyramid Pooling Module or the heatmap (their tensors dropped); the maps both networks
+    # have keep their weights, by name; anything else is refused.
+    torch.manual_seed(4)
+    config = default_model_config(**SMALL, **EVERY_BRANCH)
+    model = SingleShotPanoptic(config).eval()
+    with torch.no_grad():
+        for p in model.center_branch.predictor.parameters():
+            p.normal_()
+    path = tmp_path / 'm.safetensors'
+    save_checkpoint(path, model)
+    old = model.center_branch.predictor.weight
+    grown = load_stage(path, dataclasses.replace(config, borderness_map=True))
+    w = grown.center_branch.predictor.weight
+    assert torch.equal(w[:3], old) and not w[3].any()
+    with torch.no_grad():
+        w[3] = 7.0   # a trained border-ness row: must move to row 2 once the heatmap's goes
+    save_checkpoint(path, grown)
+    cut = load_stage(path, dataclasses.replace(config, borderness_map=True,
+                                               center_heatmap=False, ppm=False))
+    w = cut.center_branch.predictor.weight
+    assert w.shape[0] == 3 and torch.equal(w[:2], old[:2]) and (w[2] == 7.0).all()
+    assert not any(k.startswith('backbone.body.ppm.') for k in cut.state_dict())
+    assert set(output_names(cut.config)) == {'sem_logits', 'center_offsets', 'cls_logits',
+                                             'bbox_regression', 'bbox_borderness',
+                                             'borderness_map'}
+    assert torch.equal(cut.backbone.fpn.layer_blocks[0][0].weight,
+                       grown.backbone.fpn.layer_blocks[0][0].weight)
+    with pytest.raises(CheckpointError, match='fpn_channels'):
+        load_stage(path, dataclasses.replace(config, borderness_map=True, fpn_channels=32))
+    with pytest.raises(CheckpointError, match='borderness_map'):   # not removable
+        load_stage(path, config)
 
 
 @pytest.mark.parametrize('variant', [{}, EVERY_BRANCH])

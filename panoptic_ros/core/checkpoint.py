@@ -137,29 +137,46 @@ def load_training_state(path):
 # Model fields a later training stage may switch on: each adds maps to the center branch's
 # predictor (new output rows, zero-initialised), nothing else changes shape.
 GROWABLE_OUTPUTS = ('borderness_map',)
+# Model fields a later stage may switch off (an ablation that retrains without a branch from
+# the trained weights): the Pyramid Pooling Module's tensors, or the heatmap's predictor row,
+# are left behind.
+REMOVABLE_BRANCHES = ('ppm', 'center_heatmap')
+
+
+def center_rows(config):
+    """Names of the center branch predictor's output rows, in order."""
+    return (['offset_x', 'offset_y'] + ['center_heatmap'] * config.center_heatmap +
+            ['borderness_map'] * config.borderness_map)
 
 
 def load_stage(path, config):
     """A network of `config` initialised from the previous stage's checkpoint at `path`.
 
     The checkpoint must have the same architecture, except that `config` may switch on
-    outputs listed in GROWABLE_OUTPUTS: the center branch's predictor then keeps the old
-    rows (the earlier maps) and its new rows start at zero. CheckpointError otherwise.
+    outputs listed in GROWABLE_OUTPUTS (the center branch's predictor then keeps the rows of
+    the earlier maps and the new rows start at zero) and switch off REMOVABLE_BRANCHES (their
+    tensors are dropped). CheckpointError otherwise.
     """
     previous, _ = load_checkpoint(path)
     old, new = previous.config.to_dict(), config.to_dict()
     diff = [k for k in new if new[k] != old[k]]
-    if any(k not in GROWABLE_OUTPUTS or not new[k] for k in diff):
+    if any(not (k in GROWABLE_OUTPUTS and new[k] or k in REMOVABLE_BRANCHES and not new[k])
+           for k in diff):
         raise CheckpointError(f'model file {path} does not match the configuration: ' +
                               '; '.join(_mismatch(config, previous.config)))
     model = SingleShotPanoptic(config)
     state = model.state_dict()
+    old_rows, new_rows = center_rows(previous.config), center_rows(config)
     for key, tensor in previous.state_dict().items():
-        if state[key].shape == tensor.shape:
+        if key not in state:   # a branch switched off
+            continue
+        if key.startswith('center_branch.predictor.') and old_rows != new_rows:
+            state[key] = state[key].clone()   # rows by name; a new map's row stays at zero
+            for row, name in enumerate(new_rows):
+                if name in old_rows:
+                    state[key][row] = tensor[old_rows.index(name)]
+        elif state[key].shape == tensor.shape:
             state[key] = tensor
-        elif key.startswith('center_branch.predictor.'):   # new rows after the old ones
-            state[key] = state[key].clone()
-            state[key][:tensor.shape[0]] = tensor
         else:
             raise CheckpointError(f'model file {path}: tensor {key} has shape '
                                   f'{tuple(tensor.shape)}, the stage needs '
