@@ -6,12 +6,13 @@ each timing every backend in turn (--repeats runs each), so that the machine's d
 backends alike; the table gives the median over rounds of each round's p50 and p95, with the
 range of the p50s. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIoU / box AP)
 on that COCO-panoptic split with the fastest CPU backend (--score-all: with every backend).
-onnxruntime_int8 runs the model's INT8 file (panoptic-ros-quantize). Prints a table, writes it
-to --out.
+onnxruntime_int8 runs the model's INT8 file (panoptic-ros-quantize). --input-size runs the
+same weights at another network input size, as the node's input_size parameter does (with the
+INT8 file made for that size where there is one). Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_network.py [--model models/panoptic_branches_sim.safetensors]
            [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
-           [--rounds 3]
+           [--rounds 3] [--input-size W H]
            [--val-root data/sim320 --val-split val] [--score-all]
            [--out benchmarks/results/network_cpu.md]
 """
@@ -55,6 +56,8 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        help='network input size (default: the one the model was trained at)')
     parser.add_argument('--val-root', type=Path)
     parser.add_argument('--val-split', default='val')
     parser.add_argument('--score-all', action='store_true',
@@ -63,6 +66,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.model)
+    if args.input_size:
+        model = model.at_input_size(args.input_size)
     rgb = render_random_frame(5, SimConfig()).rgb
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
     machine = machine_description(args.device)   # before a backend changes the thread count

@@ -1,13 +1,15 @@
 """panoptic-ros-quantize: the INT8 model of a checkpoint, calibrated on rendered frames.
 
   panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT [--num 200]
-      [--flavour cpu|tensorrt] [--float-first N] [--keep-float NODE ...] [--out FILE]
+      [--flavour cpu|tensorrt] [--float-first N] [--keep-float NODE ...]
+      [--input-size W H] [--out FILE]
 
 Reads the first --num camera images of a COCO-panoptic split (a split apart from the one
 the accuracy is measured on), quantises the network (core/quantization.py) and writes
 `<model stem>.int8.onnx` next to the model (`.int8-tensorrt.onnx` for TensorRT), which the
-backend `onnxruntime_int8` runs. The command, data, frames, time and machine go into the
-file's metadata.
+backend `onnxruntime_int8` runs; with --input-size, the network at that input size (the
+node's input_size parameter) into `<model stem>.<W>x<H>.int8.onnx`. The command, data,
+frames, time and machine go into the file's metadata.
 """
 
 import argparse
@@ -33,15 +35,22 @@ def main(argv=None):
                         help='ONNX node names to leave in float (a layer that quantises badly)')
     parser.add_argument('--float-first', type=int, default=0, metavar='N',
                         help='leave the first N convolutions (the encoder\'s stem) in float')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        help='network input size, if not the one the model was trained at')
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
     model, _ = load_checkpoint(args.model)
+    if args.input_size:
+        try:
+            model = model.at_input_size(args.input_size)
+        except ValueError as exc:
+            sys.exit(f'--input-size: {exc}')
     mc = model.config
     dataset = CocoPanopticDataset(args.data, args.split, mc.input_size, mc.mean, mc.std)
     count = min(args.num, len(dataset))
     if count < 1:
         sys.exit(f'{args.data}/{args.split} has no images to calibrate on')
-    out = args.out or int8_path(args.model, args.flavour)
+    out = args.out or int8_path(args.model, args.flavour, args.input_size)
     started = time.perf_counter()
     command = 'panoptic-ros-quantize ' + ' '.join(sys.argv[1:] if argv is None else argv)
     quantize_model(model, (dataset.load(i)[0] for i in range(count)), out, args.flavour,

@@ -26,9 +26,12 @@ from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.inference import FramePipeline
 from panoptic_ros.core.model import SingleShotPanoptic
+from panoptic_ros.core.perception import Perception
 from panoptic_ros.core.quantization import check_int8, int8_path, quantize_model, read_metadata
-from panoptic_ros.core.settings import default_model_path
+from panoptic_ros.core.settings import default_model_path, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
+from panoptic_ros.quantize_cli import main as quantize_main
+from panoptic_ros.sim_cli import export
 
 pytestmark = pytest.mark.pipeline
 
@@ -87,3 +90,47 @@ def test_shipped_int8_runs_and_stale_or_missing_files_fall_back(quantised, tmp_p
         assert backend.name == 'onnxruntime', caplog.text
         assert 'falling back to onnxruntime in fp32' in caplog.text and \
             'panoptic-ros-quantize' in caplog.text
+
+
+def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
+    # input_size runs the shipped weights at another size. At 448x336 the shipped
+    # <stem>.448x336.int8.onnx runs; at 384x288 there is none, and the 320x240 INT8 file does
+    # not fit, so onnxruntime_int8 says why (and how to make one) and runs fp32.
+    shipped, _ = load_checkpoint(default_model_path())
+    shipped_448 = Perception.from_settings(Settings.from_params(
+        {'input_size': [448, 336], 'cache_dir': str(tmp_path)}))
+    assert shipped_448.backend.name == 'onnxruntime_int8'
+    assert shipped_448.model_config.input_size == (448, 336)
+    rgb = render_random_frame(213, SimConfig()).rgb
+    assert shipped_448.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]
+    check_int8(int8_path(default_model_path(), input_size=(448, 336)),
+               shipped.at_input_size((448, 336)))
+    settings = Settings.from_params({'input_size': [384, 288], 'cache_dir': str(tmp_path)})
+    resized = shipped.at_input_size(settings.input_size)
+    with pytest.raises(ValueError, match='takes 320x240 images, the network runs at 384x288 '
+                                         r'.*panoptic-ros-quantize.*--input-size 384 288'):
+        check_int8(int8_path(default_model_path()), resized)
+    with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
+        perception = Perception.from_settings(settings)
+    assert perception.backend.name == 'onnxruntime' and 'takes 320x240 images' in caplog.text
+    assert perception.model_config.input_size == (384, 288)
+    assert '(384, 288)' in perception.description
+    assert perception.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]
+    x = torch.randn(1, 3, 240, 320)
+    with torch.no_grad():   # the same weights: at the trained size, the same network
+        assert all(torch.equal(a, b) for a, b in
+                   zip(shipped(x).values(), shipped.at_input_size((320, 240))(x).values()))
+    assert shipped.at_input_size((320, 240)) is shipped
+    # panoptic-ros-quantize --input-size makes <stem>.WxH.int8.onnx, which the node then runs
+    model_path = tmp_path / 'branches.safetensors'
+    shutil.copy(default_model_path(), model_path)
+    export(tmp_path / 'calib', 'calib', 2, seed=214, config=SimConfig(width=320, height=240),
+           workers=1, progress=False)
+    assert quantize_main(['--model', str(model_path), '--data', str(tmp_path / 'calib'),
+                          '--split', 'calib', '--num', '2', '--input-size', '384', '288']) == 0
+    assert int8_path(model_path, input_size=(384, 288)).name == 'branches.384x288.int8.onnx'
+    assert int8_path(model_path, input_size=(384, 288)).is_file()
+    sized = Perception.from_settings(Settings.from_params(
+        {'input_size': [384, 288], 'model_path': str(model_path), 'cache_dir': str(tmp_path)}))
+    assert sized.backend.name == 'onnxruntime_int8'
+    assert sized.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]

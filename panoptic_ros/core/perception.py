@@ -128,6 +128,8 @@ class Perception:
         with a message naming the file or value."""
         s = settings
         model, _ = load_checkpoint(s.model_path)
+        if s.input_size is not None:
+            model = model.at_input_size(s.input_size)
         if backend is None:
             backend = make_backend(s.backend, model, s.device, s.half, s.cache_dir,
                                    s.strict_device, threads=s.threads or None,

@@ -27,11 +27,14 @@ FLAVOURS = ('cpu', 'tensorrt')
 METADATA_KEY = 'panoptic_ros'
 
 
-def int8_path(model_path, flavour='cpu'):
-    """Where the INT8 model of the checkpoint at `model_path` lives."""
+def int8_path(model_path, flavour='cpu', input_size=None):
+    """Where the INT8 model of the checkpoint at `model_path` lives: `<stem>.int8.onnx` at the
+    size it was trained at, `<stem>.<W>x<H>.int8.onnx` for another network input size (the
+    node's input_size), `.int8-tensorrt.onnx` for TensorRT."""
     model_path = Path(model_path)
+    size = '' if input_size is None else '.{}x{}'.format(*input_size)
     suffix = '.int8.onnx' if flavour == 'cpu' else f'.int8-{flavour}.onnx'
-    return model_path.with_name(model_path.stem + suffix)
+    return model_path.with_name(model_path.stem + size + suffix)
 
 
 def _quantisation_options(flavour):
@@ -100,6 +103,14 @@ def read_metadata(path):
     return json.loads(props.get(METADATA_KEY, '{}'))
 
 
+def _input_size(path):
+    """(width, height) of the image input of an ONNX file."""
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    return dims[3], dims[2]
+
+
 def check_int8(path, model, flavour='cpu'):
     """ValueError naming the file and the command that makes it, unless `path` is the
     `flavour` INT8 model of exactly these weights."""
@@ -110,6 +121,12 @@ def check_int8(path, model, flavour='cpu'):
         backend = 'onnxruntime_int8' if flavour == 'cpu' else f'{flavour}_int8'
         raise ValueError(f'backend {backend} needs the INT8 model {path}, which does not '
                          f'exist: {remake}')
+    size = _input_size(path)
+    if size != tuple(model.config.input_size):
+        width, height = model.config.input_size
+        raise ValueError(f'{path} takes {size[0]}x{size[1]} images, the network runs at '
+                         f'{width}x{height} (input_size): {remake[:-1]} --input-size {width} '
+                         f'{height}`')
     meta = read_metadata(path)
     if meta.get('digest') != model_digest(model) or meta.get('flavour') != flavour:
         raise ValueError(f'{path} was quantised from other weights or for another runtime '

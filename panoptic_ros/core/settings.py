@@ -112,6 +112,12 @@ PARAMETERS = {
                     low=0, high=256),
     'cache_dir': Spec('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
                           'panoptic_ros'),
+    'input_size': Spec([0, 0], 'network input [width, height] in pixels (width a multiple of '
+                               '32, height of 16); [0, 0] = the size the model was trained at. '
+                               'Larger finds small objects more often for more network time. '
+                               'At another size onnxruntime_int8 runs <model stem>.<W>x<H>.int8'
+                               '.onnx (panoptic-ros-quantize --input-size; the shipped model '
+                               'has one at 448x336), fp32 where there is none'),
     'overlap_stages': Spec(False, 'run the network of the next frame while the head, '
                                   'occupancy and publishing of this one finish (two threads; '
                                   'frames are still published in order; on a 2-core CPU it '
@@ -250,6 +256,7 @@ class Settings:
     half: bool
     threads: int
     cache_dir: Path
+    input_size: tuple          # (width, height); None: the model's own
     overlap_stages: bool
     decode: DecodeConfig
     head: PanopticHeadConfig
@@ -372,9 +379,15 @@ class Settings:
                               memory=float(p['map_memory']))
         cache_dir = Path(p['cache_dir']) if p['cache_dir'] else \
             Path.home() / '.cache' / 'panoptic_ros'
+        size = list(p['input_size'])
+        if len(size) != 2 or not all(type(v) is int for v in size) or size != [0, 0] and (
+                size[0] < 32 or size[1] < 16 or size[0] % 32 or size[1] % 16):
+            bad('input_size', 'must be [0, 0] or [width, height] with the width a multiple of '
+                              '32 and the height of 16')
         return cls(model_path=model_path, backend=p['backend'], device=str(p['device']),
                    strict_device=bool(p['strict_device']), half=bool(p['half']),
                    threads=int(p['threads']), cache_dir=cache_dir,
+                   input_size=tuple(size) if size != [0, 0] else None,
                    overlap_stages=bool(p['overlap_stages']), decode=decode, head=head,
                    outputs=tuple(p['outputs']), image_reliability=p['image_reliability'],
                    image_queue_depth=int(p['image_queue_depth']),

@@ -44,6 +44,8 @@ def descriptor(name, spec):
 def _array_type(default):
     if isinstance(default[0], str):
         return Parameter.Type.STRING_ARRAY
+    if isinstance(default[0], int):
+        return Parameter.Type.INTEGER_ARRAY
     return Parameter.Type.DOUBLE_ARRAY
 
 
