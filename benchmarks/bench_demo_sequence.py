@@ -1,0 +1,109 @@
+"""Benchmark: the demo's sim sequence scored without ROS, per backend and setting, per class.
+
+`make demo` scores what panoptic_node publishes for the 60-frame demo sequence (seed 11). This
+runs the same frames through the same pipeline in one process, for several backends, input
+sizes and score settings side by side, and lists each thing class's matches, false positives
+and misses. PQ averages over the classes that occur in the ground truth *or* the predictions
+(the COCO panoptic rule), so on a sequence with four thing instances one false detection of a
+class that is not in the scene adds a class at PQ 0: the per-class rows show where the things
+score comes from. Accuracy only (no timing): it may share the CPU.
+
+Usage: python benchmarks/bench_demo_sequence.py [--model MODEL] [--sequence DIR]
+           [--out benchmarks/results/demo_sequence_cpu.md]
+"""
+
+import argparse
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import machine_description, write_result
+from panoptic_ros.core.backends import make_backend
+from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.evaluation import predicted_segments
+from panoptic_ros.core.head import PanopticHeadConfig
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.metrics import PanopticEvaluator
+from panoptic_ros.core.settings import default_model_path
+from panoptic_ros.core.sim.sequence import render_sequence, Sequence
+from panoptic_ros.core.sim.taxonomy import CLASSES
+from panoptic_ros.core.sim.world import SimConfig
+from panoptic_ros.ros.demo import DEMO_SEED
+
+
+@dataclasses.dataclass
+class Row:
+    backend: str
+    input_size: tuple = None        # None: as trained
+    score_threshold: float = 0.2
+    borderness_score: bool = True
+
+    def label(self):
+        size = 'trained size' if self.input_size is None else '{}x{}'.format(*self.input_size)
+        return (f'{self.backend}, {size}, threshold {self.score_threshold:g}'
+                + ('' if self.borderness_score else ', confidence only'))
+
+
+ROWS = [Row('onnxruntime_int8'), Row('onnxruntime'),
+        Row('onnxruntime_int8', score_threshold=0.4, borderness_score=False),
+        Row('onnxruntime', score_threshold=0.4, borderness_score=False),
+        Row('onnxruntime', input_size=(448, 336))]
+
+
+def score(pipeline, frames, categories):
+    evaluator = PanopticEvaluator({c['id']: c for c in categories})
+    for frame in frames:
+        ids, segments = predicted_segments(pipeline(np.ascontiguousarray(frame['rgb'])),
+                                           categories)
+        evaluator.add(frame['panoptic'], {s['id']: s for s in frame['segments']}, ids, segments)
+    return evaluator.panoptic_quality()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', type=Path, default=default_model_path())
+    parser.add_argument('--sequence', type=Path, default=Path(f'out/demo/sequence_{DEMO_SEED}_60'))
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', type=Path,
+                        default=Path('benchmarks/results/demo_sequence_cpu.md'))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (args.sequence / 'sequence.json').is_file():   # what the demo renders, once
+        render_sequence(args.sequence, DEMO_SEED, 60, fps=10.0, config=SimConfig())
+    sequence = Sequence(args.sequence)
+    frames = [sequence[k] for k in range(len(sequence))]
+    categories = [{'id': c.id, 'name': c.name, 'isthing': c.is_thing} for c in CLASSES]
+    things = [c.name for c in CLASSES if c.is_thing]
+    instances = {s['id'] for f in frames for s in f['segments'] if s['is_thing']}
+    model, _ = load_checkpoint(args.model)
+    lines = [f'# The demo sequence without ROS ({args.model.name})', '',
+             f'Sequence {args.sequence} ({len(frames)} frames, {len(instances)} thing '
+             'instances), highest_confidence head. Per thing class: PQ (matched / false '
+             'positives / missed segments over all frames); "-" where the class is in neither '
+             'the ground truth nor the predictions (left out of the mean).', '',
+             '| setting | PQ | PQ_th | PQ_st | ' + ' | '.join(things) + ' |',
+             '|---' * (4 + len(things)) + '|']
+    for row in ROWS:
+        sized = model if row.input_size is None else model.at_input_size(row.input_size)
+        backend = make_backend(row.backend, copy.deepcopy(sized), 'cpu', cache_dir=Path('.cache'),
+                               threads=args.threads, model_path=args.model)
+        if backend.name != row.backend:
+            raise SystemExit(f'{row.backend} is not available for {args.model}')
+        pq = score(FramePipeline(backend, DecodeConfig(score_threshold=row.score_threshold,
+                                                       borderness_score=row.borderness_score),
+                                 PanopticHeadConfig()), frames, categories)
+        per_class = {c['name']: c for c in pq['per_class'].values()}
+        cells = [f"{per_class[n]['pq']:.1f} ({per_class[n]['tp']}/{per_class[n]['fp']}/"
+                 f"{per_class[n]['fn']})" if n in per_class else '-' for n in things]
+        lines.append(f"| {row.label()} | {pq['all']['pq']:.1f} | {pq['things']['pq']:.1f} | "
+                     f"{pq['stuff']['pq']:.1f} | " + ' | '.join(cells) + ' |')
+        print(lines[-1], flush=True)
+    lines += ['', f'Machine: {machine_description()}.', '']
+    write_result('\n'.join(lines), args.out)
+
+
+if __name__ == '__main__':
+    main()
