@@ -8,11 +8,13 @@ range of the p50s. --val-root also evaluates the model (PQ / PQ_th / PQ_st / mIo
 on that COCO-panoptic split with the fastest CPU backend (--score-all: with every backend).
 onnxruntime_int8 runs the model's INT8 file (panoptic-ros-quantize). --input-size runs the
 same weights at another network input size, as the node's input_size parameter does (with the
-INT8 file made for that size where there is one). Prints a table, writes it to --out.
+INT8 file made for that size where there is one). --score-threshold and --confidence-only set
+the decoder as the node's score_threshold and borderness_score: false do. Prints a table,
+writes it to --out.
 
 Usage: python benchmarks/bench_network.py [--model models/panoptic_branches_sim.safetensors]
            [--backends torch torch_compile onnxruntime] [--device cpu] [--threads 2] [--repeats 30]
-           [--rounds 3] [--input-size W H]
+           [--rounds 3] [--input-size W H] [--score-threshold 0.2] [--confidence-only]
            [--val-root data/sim320 --val-split val] [--score-all]
            [--out benchmarks/results/network_cpu.md]
 """
@@ -31,7 +33,7 @@ from common import machine_description, write_result
 from panoptic_ros.core.backends import configure_torch_threads, make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
-from panoptic_ros.core.inference import FramePipeline
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.settings import default_model_path
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 
@@ -58,6 +60,9 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         help='network input size (default: the one the model was trained at)')
+    parser.add_argument('--score-threshold', type=float, default=DecodeConfig.score_threshold)
+    parser.add_argument('--confidence-only', action='store_true',
+                        help='score = class confidence alone (borderness_score: false)')
     parser.add_argument('--val-root', type=Path)
     parser.add_argument('--val-split', default='val')
     parser.add_argument('--score-all', action='store_true',
@@ -76,7 +81,9 @@ def main():
         backend = make_backend(name, copy.deepcopy(model), args.device,
                                cache_dir=Path('.cache'), threads=args.threads,
                                model_path=args.model)
-        runs.append((backend, FramePipeline(backend), {'net': [], 'full': []}))
+        decode = DecodeConfig(score_threshold=args.score_threshold,
+                              borderness_score=not args.confidence_only)
+        runs.append((backend, FramePipeline(backend, decode), {'net': [], 'full': []}))
     for _ in range(args.rounds):
         for backend, pipeline, times in runs:
             configure_torch_threads(backend, args.threads)   # as panoptic_node does
@@ -114,7 +121,10 @@ def main():
         scores = evaluate_pipeline(pipeline, args.val_root, args.val_split)
         pq = scores['pq']
         lines += ['', f'## Scores on {args.val_root}/{args.val_split} '
-                  f'({scores["images"]} images, {pipeline.backend.name})', '',
+                  f'({scores["images"]} images, {pipeline.backend.name}, score threshold '
+                  f'{args.score_threshold}, '
+                  f'{"confidence alone" if args.confidence_only else "confidence x border-ness"})',
+                  '',
                   '| PQ | SQ | RQ | PQ_th | PQ_st | mIoU | box AP | AP50 | ranked box AP |',
                   '|---|---|---|---|---|---|---|---|---|',
                   f"| {pq['all']['pq']:.1f} | {pq['all']['sq']:.1f} | {pq['all']['rq']:.1f} | "

@@ -25,13 +25,16 @@ def test_settings_validation_and_yaml_agree():
     for name, value in params.items():
         default = PARAMETERS[name].default
         assert value == (pytest.approx(default) if isinstance(default, float) else default)
-    Settings.from_params(params)
+    assert Settings.from_params(params).input_size is None    # [0, 0]: the model's own
+    assert Settings.from_params({'input_size': [448, 336]}).input_size == (448, 336)
     for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
                         ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
                         ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
                         ('image_reliability', 'sometimes'), ('max_detections', 0),
                         ('footprint_priors', [1.0, 0.5, 0.0]), ('footprint_scale', 0.0),
-                        ('footprint_classes', ['road', 'car'])):
+                        ('footprint_classes', ['road', 'car']), ('input_size', [448, 330]),
+                        ('input_size', [440, 336]), ('input_size', [448]),
+                        ('input_size', [0, 16])):
         with pytest.raises(ValueError, match=f'{name}='):
             Settings.from_params({name: value})
     with pytest.raises(ValueError, match="footprint_priors=.*'car'.*width <= length"):
