@@ -61,7 +61,7 @@ model: setup model-data
 # The ablation rows of benchmarks/bench_ablation.py that retrain without a branch: from the
 # shipped weights, one more epoch of `train` (375 iterations, 7 to 13 min each on a 2-core
 # CPU) with every branch (the control), without the Pyramid Pooling Module, without the
-# center heatmap.
+# center heatmap, and with every branch and the zoom-in augmentation.
 ABLATION = models/stages/panoptic_branches_sim_ablation
 RETRAIN = $(TRAIN) --set model.borderness_map=true --set train.init_from=$(SHIPPED) \
 	--set train.epochs=1 --set train.lr=0.0005
@@ -71,6 +71,8 @@ model-ablation: setup model-data
 		--set export_to=$(ABLATION)_no_ppm.safetensors
 	$(RETRAIN) --set model.center_heatmap=false --set out=runs/ablation_no_heatmap \
 		--set export_to=$(ABLATION)_no_heatmap.safetensors
+	$(RETRAIN) --set data.zoom=[0.5,2.0] --set out=runs/ablation_zoom \
+		--set export_to=$(ABLATION)_zoom.safetensors
 
 # The light model (MobileNetV2 + RetinaNet, models/panoptic_light_sim.safetensors): one run.
 model-light: setup model-data

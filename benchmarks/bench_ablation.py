@@ -12,11 +12,12 @@ thresholds, the one with the best val PQ is scored on the crowded split and repo
 The Pyramid Pooling Module and the center heatmap were trained in from stage 2 on; their rows
 (`make model-ablation`) take the shipped weights, switch the branch off and train one more
 epoch, beside a control that trains the same epoch with every branch: what the network loses
-without the branch once it has adapted, not a separate training from ImageNet.
+without the branch once it has adapted, not a separate training from ImageNet. The zoom-in
+augmentation row trains the same epoch with the data option `zoom: [0.5, 2.0]`.
 
 Usage: python benchmarks/bench_ablation.py [--limit N] [--rounds 3] [--repeats 20]
            [--val-root data/sim320] [--crowded-root data/sim_crowded_low]
-           [--out benchmarks/results/ablation_cpu.md]
+           [--only LABEL_TEXT ...] [--out benchmarks/results/ablation_cpu.md]
 """
 
 import argparse
@@ -60,12 +61,14 @@ ROWS = [
     Row('+ 3000 more iterations (stage 6, shipped)', SHIPPED, (0.2,)),
     Row('shipped, border-ness left out of the score', SHIPPED, (0.2, 0.3, 0.4),
         borderness_score=False),
-    Row('shipped + 375 iterations (control of the two rows below)', ABLATION.format('all'),
+    Row('shipped + 375 iterations (control of the three rows below)', ABLATION.format('all'),
         (0.2,)),
     Row('shipped without the Pyramid Pooling Module + 375 iterations', ABLATION.format('no_ppm'),
         (0.2,)),
     Row('shipped without the center heatmap + 375 iterations', ABLATION.format('no_heatmap'),
         (0.2,)),
+    Row('shipped + 375 iterations with zoom-in augmentation (half the frames, scale 1-2)',
+        ABLATION.format('zoom'), (0.2,)),
     Row('shipped, 448x336 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(448, 336)),
     Row('shipped, 640x480 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(640, 480)),
 ]
@@ -111,15 +114,20 @@ def main():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--only', nargs='+', metavar='TEXT',
+                        help='only the rows whose label contains one of these texts')
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/ablation_cpu.md'))
     args = parser.parse_args()
+    rows = [row for row in ROWS if not args.only or any(t in row.label for t in args.only)]
+    if not rows:
+        raise SystemExit(f'no row label contains any of {args.only}')
     torch.set_num_threads(args.threads)
     machine = machine_description()
-    loaded = [load_row(row, args.threads) for row in ROWS]
+    loaded = [load_row(row, args.threads) for row in rows]
     timing = interleaved_p50s([backend for _, backend in loaded], args.rounds, args.repeats,
                               args.threads)
     lines = []
-    for k, (row, (model, backend)) in enumerate(zip(ROWS, loaded)):
+    for k, (row, (model, backend)) in enumerate(zip(rows, loaded)):
         val = {t: score(backend, t, args.val_root, args.limit, row.borderness_score)
                for t in row.thresholds}
         best = max(val, key=lambda t: val[t]['pq']['all']['pq'])

@@ -9,7 +9,7 @@ class that is not in the scene adds a class at PQ 0: the per-class rows show whe
 score comes from. Accuracy only (no timing): it may share the CPU.
 
 Usage: python benchmarks/bench_demo_sequence.py [--model MODEL] [--sequence DIR]
-           [--out benchmarks/results/demo_sequence_cpu.md]
+           [--backends onnxruntime ...] [--out benchmarks/results/demo_sequence_cpu.md]
 """
 
 import argparse
@@ -38,18 +38,23 @@ from panoptic_ros.ros.demo import DEMO_SEED
 class Row:
     backend: str
     input_size: tuple = None        # None: as trained
-    score_threshold: float = 0.2
-    borderness_score: bool = True
+    score_threshold: float = DecodeConfig.score_threshold
+    borderness_score: bool = DecodeConfig.borderness_score
 
     def label(self):
         size = 'trained size' if self.input_size is None else '{}x{}'.format(*self.input_size)
-        return (f'{self.backend}, {size}, threshold {self.score_threshold:g}'
-                + ('' if self.borderness_score else ', confidence only'))
+        return (f'{self.backend}, {size}, threshold {self.score_threshold:g} on '
+                + ('confidence x border-ness' if self.borderness_score else 'confidence'))
 
 
+# the node's defaults first, then confidence alone as the score (at 0.35 and at the threshold
+# of best val PQ, 0.4), then a larger input
 ROWS = [Row('onnxruntime_int8'), Row('onnxruntime'),
+        Row('onnxruntime_int8', score_threshold=0.35, borderness_score=False),
+        Row('onnxruntime', score_threshold=0.35, borderness_score=False),
         Row('onnxruntime_int8', score_threshold=0.4, borderness_score=False),
         Row('onnxruntime', score_threshold=0.4, borderness_score=False),
+        Row('onnxruntime_int8', input_size=(448, 336)),
         Row('onnxruntime', input_size=(448, 336))]
 
 
@@ -67,6 +72,8 @@ def main():
     parser.add_argument('--model', type=Path, default=default_model_path())
     parser.add_argument('--sequence', type=Path, default=Path(f'out/demo/sequence_{DEMO_SEED}_60'))
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--backends', nargs='+', help='only the settings of these backends '
+                        '(onnxruntime for a checkpoint without an INT8 file)')
     parser.add_argument('--out', type=Path,
                         default=Path('benchmarks/results/demo_sequence_cpu.md'))
     args = parser.parse_args()
@@ -86,7 +93,7 @@ def main():
              'the ground truth nor the predictions (left out of the mean).', '',
              '| setting | PQ | PQ_th | PQ_st | ' + ' | '.join(things) + ' |',
              '|---' * (4 + len(things)) + '|']
-    for row in ROWS:
+    for row in [row for row in ROWS if not args.backends or row.backend in args.backends]:
         sized = model if row.input_size is None else model.at_input_size(row.input_size)
         backend = make_backend(row.backend, copy.deepcopy(sized), 'cpu', cache_dir=Path('.cache'),
                                threads=args.threads, model_path=args.model)

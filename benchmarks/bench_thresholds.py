@@ -1,13 +1,13 @@
 """Benchmark: a model's scores on a val split at several detection score thresholds.
 
-The decoder keeps a detection when its score passes ``score_threshold``; with LPSNet's box
-head the score is confidence x border-ness, a product of two probabilities, so the threshold
-that suits a RetinaNet head (one probability) is too strict for it. This sweep measures PQ,
-SQ, RQ, PQ_th, PQ_st and box AP per threshold on one split with one backend, so the node's
-default can be set from numbers. Prints a table, writes it to --out.
+The decoder keeps a detection when its score passes ``score_threshold``: with LPSNet's box
+head LPSNet's confidence x border-ness, a product of two probabilities, for which the
+threshold that suits one probability (a RetinaNet head, or --confidence-only) is too strict.
+This sweep measures PQ, SQ, RQ, PQ_th, PQ_st and box AP per threshold on one split with one
+backend, so the node's default can be set from numbers. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_thresholds.py --model MODEL [--thresholds 0.2 0.3 0.4]
-           [--backend onnxruntime] [--policy highest_confidence]
+           [--confidence-only] [--backend onnxruntime] [--policy highest_confidence]
            [--val-root data/sim320 --val-split val] [--limit N]
            [--out benchmarks/results/thresholds_cpu.md]
 """
@@ -32,6 +32,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', type=Path, default=default_model_path())
     parser.add_argument('--thresholds', type=float, nargs='+', default=[0.2, 0.3, 0.4])
+    parser.add_argument('--confidence-only', action='store_true',
+                        help='score = class confidence alone (the node\'s borderness_score: '
+                             'false)')
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--policy', default=PanopticHeadConfig().policy, choices=POLICIES,
                         help='panoptic head overlap policy')
@@ -45,11 +48,14 @@ def main():
     machine = machine_description()
     model, _ = load_checkpoint(args.model)
     backend = make_backend(args.backend, copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
-                           threads=args.threads)
+                           threads=args.threads, model_path=args.model)
+    if backend.name != args.backend:
+        raise SystemExit(f'{args.backend} is not available for {args.model}')
     pipeline = FramePipeline(backend, head_config=PanopticHeadConfig(policy=args.policy))
     rows = []
     for threshold in args.thresholds:
-        swept = pipeline.reconfigured(DecodeConfig(score_threshold=threshold),
+        swept = pipeline.reconfigured(DecodeConfig(score_threshold=threshold,
+                                                   borderness_score=not args.confidence_only),
                                       pipeline.head.config)
         scores = evaluate_pipeline(swept, args.val_root, args.val_split, limit=args.limit)
         print(f'threshold {threshold}: {summary_line(scores)}')
@@ -58,7 +64,9 @@ def main():
     lines = [f'# Detection score threshold sweep: {args.model.name} ({model.config.encoder}, '
              f'box head {model.config.box_head})', '',
              f'Machine: {machine}; backend {args.backend}; {args.val_root}/{args.val_split}, '
-             f'{images} images; panoptic head {pipeline.head.config.policy}.',
+             f'{images} images; panoptic head {pipeline.head.config.policy}; score = '
+             + ('confidence alone.' if args.confidence_only else
+                'confidence x border-ness with LPSNet\'s box head.'),
              f'Command: `python benchmarks/bench_thresholds.py {" ".join(sys.argv[1:])}`', '',
              'box AP: of the detections above the threshold (what the node publishes); ranked '
              'box AP: COCO protocol, every detection scoring >= 0.05 (the same at every '

@@ -203,8 +203,11 @@ def main(argv=None):
     parser.add_argument('--split', nargs='+', default=['train', 'train_crowded'])
     parser.add_argument('--select-split', default='select')
     parser.add_argument('--limit', type=int, help='frames per split')
-    parser.add_argument('--score-threshold', type=float, default=0.25,
-                        help="the decoder's (0.25: the calibrated value of the LPSNet box head)")
+    parser.add_argument('--score-threshold', type=float, default=DecodeConfig.score_threshold,
+                        help="the decoder's (default: the node's)")
+    parser.add_argument('--confidence-only', action='store_true',
+                        help='score = class confidence alone (the node\'s borderness_score: '
+                             'false; default: confidence x border-ness with LPSNet\'s head)')
     parser.add_argument('--epochs', type=int, default=30)
     parser.add_argument('--lr', type=float, default=0.01)
     parser.add_argument('--kernel', type=int,
@@ -217,7 +220,8 @@ def main(argv=None):
     start = time.perf_counter()
     model, _ = load_checkpoint(args.model)
     backend = make_backend('torch', copy.deepcopy(model), 'cpu')
-    decode = DecodeConfig(score_threshold=args.score_threshold)
+    decode = DecodeConfig(score_threshold=args.score_threshold,
+                          borderness_score=not args.confidence_only)
     pipeline = FramePipeline(backend, decode)
     frames = []
     for split in args.split:
@@ -230,6 +234,7 @@ def main(argv=None):
     info = {'command': 'panoptic-ros-train-policy ' + ' '.join(arguments),
             'data': [f'{args.data}/{split}' for split in args.split], 'frames': len(frames),
             'score_threshold': args.score_threshold,
+            'borderness_score': not args.confidence_only,
             'model': args.model.name, 'epochs': args.epochs, 'lr': args.lr,
             'machine': f'{cpu_model()}, {os.cpu_count()} CPUs',
             'python': platform.python_version(),

@@ -47,7 +47,7 @@ from panoptic_ros.core.model import (
 DEFAULTS = {
     'model': {'encoder': 'mobilenet_v2', 'input_size': [320, 240], 'pretrained': 'imagenet'},
     'data': {'root': None, 'train_split': 'train', 'val_root': None, 'val_split': 'val',
-             'flip': 0.5, 'color_jitter': 0.0},
+             'flip': 0.5, 'color_jitter': 0.0, 'zoom': [0.0, 1.0]},
     'train': {'epochs': 10, 'batch_size': 8, 'lr': 1e-3, 'weight_decay': 1e-4,
               'betas': [0.9, 0.99], 'lr_decay_epochs': [0.5, 0.71], 'warmup_iters': 100,
               'amp': True, 'workers': 1, 'threads': 0, 'seed': 0,
@@ -245,7 +245,8 @@ def build_data(config, run):
     model_config = model_config_from(config, probe.categories)
     dataset = CocoPanopticDataset(d['root'], d['train_split'], model_config.input_size,
                                   model_config.mean, model_config.std, flip=d['flip'],
-                                  color_jitter=d['color_jitter'], seed=t['seed'] + run.rank,
+                                  color_jitter=d['color_jitter'], zoom=d['zoom'],
+                                  seed=t['seed'] + run.rank,
                                   model_config=model_config)
     sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=t['seed']) \
         if run.distributed else torch.utils.data.RandomSampler(

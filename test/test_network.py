@@ -34,7 +34,7 @@ from panoptic_ros.core.backends import (
 from panoptic_ros.core.checkpoint import (CheckpointError, load_checkpoint, load_stage,
                                           save_checkpoint)
 from panoptic_ros.core.data import (
-    borderness, CocoPanopticDataset, collate, IGNORE, PanopticTargets)
+    borderness, CocoPanopticDataset, collate, IGNORE, PanopticTargets, zoom_window)
 from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
 from panoptic_ros.core.losses import lpsnet_matches, PanopticLoss
 from panoptic_ros.core.model import (
@@ -464,6 +464,35 @@ def test_training_and_inference_share_one_letterbox(tiny_dataset):
     assert (targets['semantic'][:, 128:] == IGNORE).all()
 
 
+def test_zoom_window_enlarges_the_chosen_corner_and_keeps_segment_ids(tiny_dataset):
+    # Scale 2 with the window at (0, 0): the top-left quadrant fills the image, every pixel
+    # of it becomes a 2x2 block; segment ids stay ids (nearest neighbour, no blends).
+    ids = np.zeros((6, 8), np.int32)
+    ids[0:2, 0:2] = 1001                     # inside the top-left quadrant (3 x 4)
+    ids[2, 3] = 2002
+    ids[4:, 5:] = 3003                       # outside it: cut away
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[ids == 1001] = 200
+    zoomed_rgb, zoomed = zoom_window(rgb, ids, 2.0, 0.0, 0.0)
+    assert zoomed.shape == ids.shape and zoomed_rgb.shape == rgb.shape
+    np.testing.assert_array_equal(zoomed[0:4, 0:4], 1001)
+    np.testing.assert_array_equal(zoomed[4:6, 6:8], 2002)
+    assert set(np.unique(zoomed)) == {0, 1001, 2002}
+    assert (zoomed_rgb[0:3, 0:3] == 200).all() and (zoomed_rgb[5, :] == 0).all()
+    # At (1, 1) the window is the bottom-right quadrant; scale 1 is the identity.
+    assert (zoom_window(rgb, ids, 2.0, 1.0, 1.0)[1][2:, 2:] == 3003).all()
+    np.testing.assert_array_equal(zoom_window(rgb, ids, 1.0, 0.3, 0.7)[1], ids)
+    # In the dataset, zoom acts before the letterbox and refuses what it cannot do.
+    config = default_model_config(input_size=(160, 96))
+    zoomed_set = CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean,
+                                     config.std, zoom=(1.0, 2.0))
+    image, targets = zoomed_set[0]
+    assert image.shape == (3, 96, 160) and (image[:, :, 128:] == 0).all()
+    with pytest.raises(ValueError, match='zoom'):
+        CocoPanopticDataset(tiny_dataset, 'train', config.input_size, config.mean,
+                            config.std, zoom=(1.5, 2.0))
+
+
 def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
     # One location of p3 at (64, 48) in a 160 x 128 input (scale 1): distances (l, t, r, b)
     # normalised by the location box's side 8 -> the box; score = confidence x border-ness.
@@ -477,8 +506,8 @@ def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
            'center_offsets': torch.zeros(1, 2, 32, 40)}
     raw['cls_logits'][0, k, 1] = 2.0
     raw['bbox_regression'][0, k] = torch.tensor([1.0, 0.5, 2.0, 3.0])   # x 8 px
-    decoder = Decoder(anchors, config.thing_channels, DecodeConfig(score_threshold=0.3),
-                      box_head='lpsnet')
+    decoder = Decoder(anchors, config.thing_channels,
+                      DecodeConfig(score_threshold=0.3, borderness_score=True), box_head='lpsnet')
     net = decoder(raw, 1.0, (128, 160))
     assert net.boxes.tolist() == [[56.0, 44.0, 80.0, 72.0]]
     sigmoid = 1 / (1 + math.exp(-2.0))
@@ -504,7 +533,8 @@ def test_decode_candidates_equal_a_sigmoid_over_every_output(box_head):
            'bbox_borderness': torch.randn(1, a, 1, generator=gen) * 2,
            'sem_logits': torch.zeros(1, 10, 32, 40), 'center_offsets': torch.zeros(1, 2, 32, 40)}
     for threshold in (0.0, 0.3, 0.9, 0.999, 1.0):
-        decode = DecodeConfig(score_threshold=threshold, topk_candidates=50, max_detections=50)
+        decode = DecodeConfig(score_threshold=threshold, topk_candidates=50, max_detections=50,
+                              borderness_score=True)
         net = Decoder(anchors, config.thing_channels, decode, box_head)(raw, 1.0, (128, 160))
         every = torch.sigmoid(raw['cls_logits'][0])
         if box_head == 'lpsnet':

@@ -10,6 +10,9 @@ order); crowd segments are ignored.
 
 Images and label images go through the same letterbox transform as inference
 (core.transform.Letterbox); the flip and colour jitter act on the resized image before padding.
+The zoom (scale augmentation, as Panoptic-DeepLab's random scaling, zooming in only) crops a
+random window of the camera image first and resizes it back: objects come closer and are cut
+by the image border, as when the robot drives up to them.
 """
 
 import json
@@ -159,12 +162,13 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
     Each item: (image float [3, H, W] normalised, targets dict as PanopticTargets returns,
     plus 'image_id'), for `model_config`'s outputs when given. `flip` = probability of the
     left-right flip (the paper's only augmentation); `color_jitter` = max relative change of
-    brightness and contrast.
+    brightness and contrast; `zoom` = (probability, largest scale): that share of the items is
+    zoomed in by a scale drawn uniformly from [1, largest] (`zoom_window`).
     """
 
     def __init__(self, root, split, input_size, mean, std, flip=0.0, color_jitter=0.0,
                  images_dir=None, panoptic_dir=None, annotation_file=None, seed=0,
-                 model_config=None):
+                 model_config=None, zoom=(0.0, 1.0)):
         root = Path(root)
         ann_path = Path(annotation_file) if annotation_file else \
             root / 'annotations' / f'panoptic_{split}.json'
@@ -180,6 +184,9 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
         self.input_size = tuple(input_size)
         self.letterbox = Letterbox(input_size, mean, std)
         self.flip, self.color_jitter = flip, color_jitter
+        self.zoom = tuple(zoom)
+        if len(self.zoom) != 2 or not 0 <= self.zoom[0] <= 1 or self.zoom[1] < 1:
+            raise ValueError(f'zoom {zoom!r}: needs (probability in [0, 1], largest scale >= 1)')
         self.targets = PanopticTargets.for_model(self.categories, model_config) \
             if model_config is not None else PanopticTargets(self.categories)
         self.rng = np.random.default_rng(seed)
@@ -199,6 +206,9 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         rgb, ids, segments = self.load(index)
+        if self.zoom[0] and self.rng.random() < self.zoom[0]:
+            scale = self.rng.uniform(1.0, self.zoom[1])
+            rgb, ids = zoom_window(rgb, ids, scale, *self.rng.random(2))
         rgb, _ = self.letterbox.resize(rgb)
         ids = self.letterbox.resize_labels(ids)
         if self.flip and self.rng.random() < self.flip:
@@ -210,6 +220,19 @@ class CocoPanopticDataset(torch.utils.data.Dataset):
         targets = self.targets(self.letterbox.pad_labels(np.ascontiguousarray(ids)), segments)
         targets['image_id'] = self.images[index]['id']
         return self.letterbox.to_input(rgb), targets
+
+
+def zoom_window(rgb, ids, scale, fx, fy):
+    """Zoom in by `scale` (>= 1): the window of 1/scale of the image's width and height, its
+    top-left corner at fractions (fx, fy) in [0, 1] of the free range, resized back to the
+    image's size (bilinear image, nearest-neighbour segment ids)."""
+    height, width = ids.shape
+    w, h = max(1, round(width / scale)), max(1, round(height / scale))
+    x0, y0 = round(fx * (width - w)), round(fy * (height - h))
+    window = (slice(y0, y0 + h), slice(x0, x0 + w))
+    return (cv2.resize(rgb[window], (width, height), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(np.ascontiguousarray(ids[window]).astype(np.int32), (width, height),
+                       interpolation=cv2.INTER_NEAREST))
 
 
 def collate(batch):
