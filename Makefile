@@ -54,6 +54,10 @@ model: setup model-data
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
+		--num 200 --float-first 0 --input-size 384 288
+	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
+		--num 200 --float-first 0 --input-size 384 288 --flavour tensorrt
+	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 448 336
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
 	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2

@@ -27,7 +27,7 @@ from panoptic_ros.core.evaluation import predicted_segments
 from panoptic_ros.core.head import PanopticHeadConfig
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.metrics import PanopticEvaluator
-from panoptic_ros.core.settings import default_model_path
+from panoptic_ros.core.settings import default_model_path, PARAMETERS
 from panoptic_ros.core.sim.sequence import render_sequence, Sequence
 from panoptic_ros.core.sim.taxonomy import CLASSES
 from panoptic_ros.core.sim.world import SimConfig
@@ -47,9 +47,11 @@ class Row:
                 + ('confidence x border-ness' if self.borderness_score else 'confidence'))
 
 
-# the node's defaults first, then confidence alone as the score (at 0.35 and at the threshold
-# of best val PQ, 0.4), then a larger input
-ROWS = [Row('onnxruntime_int8'), Row('onnxruntime'),
+# the node's defaults first (its input size), then the trained size, confidence alone as the
+# score (at 0.35 and at the threshold of best val PQ, 0.4), then a larger input
+NODE_SIZE = tuple(PARAMETERS['input_size'].default)
+ROWS = [Row('onnxruntime_int8', input_size=NODE_SIZE), Row('onnxruntime', input_size=NODE_SIZE),
+        Row('onnxruntime_int8'), Row('onnxruntime'),
         Row('onnxruntime_int8', score_threshold=0.35, borderness_score=False),
         Row('onnxruntime', score_threshold=0.35, borderness_score=False),
         Row('onnxruntime_int8', score_threshold=0.4, borderness_score=False),

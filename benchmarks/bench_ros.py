@@ -6,14 +6,16 @@ subscribed (reliable) to the node's panoptic, detections and occupancy outputs. 
 camera resolution it runs panoptic_node (the shipped model, --backend) and a pass-through
 node (republishes each image, no processing) under the same input rate (and
 panoptic_node with overlap_stages on, panoptic_overlap, the fp32 network, panoptic_fp32, or
-the network at a 448x336 input, panoptic_448), and reports output
+the network at the size the model was trained at, 320x240 for the shipped model, or at
+448x336, panoptic_320 and panoptic_448; the node's default is 384x288), and reports output
 FPS, the age of each output (arrival time - image stamp) p50 / p95, the node's CPU (100 % =
 one core, from /proc) and RSS, and panoptic_node's own per-stage p50 from /diagnostics.
 
 Usage: python benchmarks/bench_ros.py [--rate 30] [--frames 300] [--backend onnxruntime_int8]
            [--model MODEL]
            [--sizes 640x480 1280x720]
-           [--nodes panoptic panoptic_overlap panoptic_fp32 panoptic_448 passthrough]
+           [--nodes panoptic panoptic_overlap panoptic_fp32 panoptic_320 panoptic_448
+                    passthrough]
            [--out benchmarks/results/ros_e2e_cpu.md]
 """
 
@@ -32,6 +34,7 @@ from ros_load import run_load
 # node under test -> extra parameters of panoptic_node (None: the pass-through node)
 NODES = {'panoptic': [], 'panoptic_overlap': ['-p', 'overlap_stages:=true'],
          'panoptic_fp32': ['-p', 'backend:=onnxruntime'],
+         'panoptic_320': ['-p', 'input_size:=[320, 240]'],
          'panoptic_448': ['-p', 'input_size:=[448, 336]'], 'passthrough': None}
 
 

@@ -28,6 +28,7 @@ def test_cmake_install_merges_messages_and_sources(tmp_path):
                  'config/panoptic.rviz', 'launch/camera.launch.py',
                  'models/panoptic_branches_sim.safetensors',
                  'models/panoptic_branches_sim.int8.onnx',
+                 'models/panoptic_branches_sim.384x288.int8.onnx',
                  'models/panoptic_light_sim.safetensors'):
         assert (share / name).is_file(), name
     assert not (share / 'models' / 'stages').exists()

@@ -93,28 +93,28 @@ def test_shipped_int8_runs_and_stale_or_missing_files_fall_back(quantised, tmp_p
 
 
 def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
-    # input_size runs the shipped weights at another size. At 448x336 the shipped
-    # <stem>.448x336.int8.onnx runs; at 384x288 there is none, and the 320x240 INT8 file does
-    # not fit, so onnxruntime_int8 says why (and how to make one) and runs fp32.
+    # input_size runs the shipped weights at another size. The node's default, 384x288, and
+    # 448x336 run the shipped <stem>.WxH.int8.onnx; at 352x272 there is none, and the 320x240
+    # INT8 file does not fit, so onnxruntime_int8 says why (and how to make one) and runs fp32.
     shipped, _ = load_checkpoint(default_model_path())
-    shipped_448 = Perception.from_settings(Settings.from_params(
-        {'input_size': [448, 336], 'cache_dir': str(tmp_path)}))
-    assert shipped_448.backend.name == 'onnxruntime_int8'
-    assert shipped_448.model_config.input_size == (448, 336)
     rgb = render_random_frame(213, SimConfig()).rgb
-    assert shipped_448.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]
-    check_int8(int8_path(default_model_path(), input_size=(448, 336)),
-               shipped.at_input_size((448, 336)))
-    settings = Settings.from_params({'input_size': [384, 288], 'cache_dir': str(tmp_path)})
+    for params, size in (({}, (384, 288)), ({'input_size': [448, 336]}, (448, 336))):
+        sized = Perception.from_settings(Settings.from_params(
+            {**params, 'cache_dir': str(tmp_path)}))
+        assert sized.backend.name == 'onnxruntime_int8', size
+        assert sized.model_config.input_size == size
+        assert sized.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]
+        check_int8(int8_path(default_model_path(), input_size=size), shipped.at_input_size(size))
+    settings = Settings.from_params({'input_size': [352, 272], 'cache_dir': str(tmp_path)})
     resized = shipped.at_input_size(settings.input_size)
-    with pytest.raises(ValueError, match='takes 320x240 images, the network runs at 384x288 '
-                                         r'.*panoptic-ros-quantize.*--input-size 384 288'):
+    with pytest.raises(ValueError, match='takes 320x240 images, the network runs at 352x272 '
+                                         r'.*panoptic-ros-quantize.*--input-size 352 272'):
         check_int8(int8_path(default_model_path()), resized)
     with caplog.at_level(logging.WARNING, 'panoptic_ros.backends'):
         perception = Perception.from_settings(settings)
     assert perception.backend.name == 'onnxruntime' and 'takes 320x240 images' in caplog.text
-    assert perception.model_config.input_size == (384, 288)
-    assert '(384, 288)' in perception.description
+    assert perception.model_config.input_size == (352, 272)
+    assert '(352, 272)' in perception.description
     assert perception.pipeline(rgb).panoptic.panoptic.shape == rgb.shape[:2]
     x = torch.randn(1, 3, 240, 320)
     with torch.no_grad():   # the same weights: at the trained size, the same network

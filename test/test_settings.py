@@ -25,7 +25,8 @@ def test_settings_validation_and_yaml_agree():
     for name, value in params.items():
         default = PARAMETERS[name].default
         assert value == (pytest.approx(default) if isinstance(default, float) else default)
-    assert Settings.from_params(params).input_size is None    # [0, 0]: the model's own
+    assert Settings.from_params(params).input_size == (384, 288)
+    assert Settings.from_params({'input_size': [0, 0]}).input_size is None   # the model's own
     assert Settings.from_params({'input_size': [448, 336]}).input_size == (448, 336)
     for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
                         ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),

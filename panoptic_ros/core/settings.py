@@ -112,12 +112,14 @@ PARAMETERS = {
                     low=0, high=256),
     'cache_dir': Spec('', 'folder for exported ONNX and TensorRT engines; empty = ~/.cache/'
                           'panoptic_ros'),
-    'input_size': Spec([0, 0], 'network input [width, height] in pixels (width a multiple of '
-                               '32, height of 16); [0, 0] = the size the model was trained at. '
-                               'Larger finds small objects more often for more network time. '
-                               'At another size onnxruntime_int8 runs <model stem>.<W>x<H>.int8'
-                               '.onnx (panoptic-ros-quantize --input-size; the shipped model '
-                               'has one at 448x336), fp32 where there is none'),
+    'input_size': Spec([384, 288], 'network input [width, height] in pixels (width a multiple '
+                                   'of 32, height of 16); [0, 0] = the size the model was '
+                                   'trained at (320x240 for both shipped models). Larger finds '
+                                   'small objects more often for more network time. At another '
+                                   'size onnxruntime_int8 runs <model stem>.<W>x<H>.int8.onnx '
+                                   '(panoptic-ros-quantize --input-size; the shipped model has '
+                                   'them at 384x288 and 448x336), fp32 where there is none: run '
+                                   'the light model at [0, 0]'),
     'overlap_stages': Spec(False, 'run the network of the next frame while the head, '
                                   'occupancy and publishing of this one finish (two threads; '
                                   'frames are still published in order; on a 2-core CPU it '
