@@ -31,6 +31,9 @@ TRAIN = .venv/bin/panoptic-ros-train --config config/train_sim_branches.yaml
 STAGE = models/stages/panoptic_branches_sim_stage
 SHIPPED = models/panoptic_branches_sim.safetensors
 POLICY = .venv/bin/panoptic-ros-train-policy
+# the center branch's last convolution, left in float in the node's default INT8 files: its
+# heatmap and offsets quantised break center_grouping (docs/benchmarks.md, Overlap policies)
+CENTER_PREDICTOR = /center_branch/predictor/Conv
 model: setup model-data
 	$(TRAIN) --set train.stop_after_epochs=3 --set out=runs/branches_sim_stage1 \
 		--set export_to=$(STAGE)1.safetensors
@@ -54,9 +57,10 @@ model: setup model-data
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 384 288
+		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 384 288 --flavour tensorrt
+		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR) \
+		--flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 448 336
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2

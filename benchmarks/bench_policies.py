@@ -11,6 +11,7 @@ from next to the model (panoptic-ros-train-policy). --oracle adds the bound of e
 rule: each claimed pixel given to the detection the ground truth says owns it.
 
 Usage: python benchmarks/bench_policies.py --model MODEL [--score-threshold 0.25]
+           [--backend onnxruntime] [--input-size W H]
            [--splits data/sim320:val data/sim_crowded_low:val] [--policies ...]
            [--limit N] [--repeats 30] [--oracle] [--no-latency]
            [--out benchmarks/results/policies_cpu.md]
@@ -146,6 +147,8 @@ def main():
                         default=['data/sim320:val', 'data/sim_crowded_low:val'])
     parser.add_argument('--policies', nargs='+', choices=POLICIES, default=list(POLICIES))
     parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        help='network input size (default: the one the model was trained at)')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--limit', type=int)
     parser.add_argument('--oracle', action='store_true',
@@ -157,8 +160,12 @@ def main():
     torch.set_num_threads(args.threads)
     machine = machine_description()
     model, _ = load_checkpoint(args.model)
+    if args.input_size:
+        model = model.at_input_size(tuple(args.input_size))
     backend = make_backend(args.backend, copy.deepcopy(model), 'cpu', cache_dir=Path('.cache'),
-                           threads=args.threads)
+                           threads=args.threads, model_path=args.model)
+    if backend.name != args.backend:
+        raise SystemExit(f'{args.backend} is not available for {args.model} at this size')
     decode = DecodeConfig(score_threshold=args.score_threshold)
     pipeline = FramePipeline(backend, decode)
     load = learned.loader_for(args.model, model.config.classes)
@@ -176,7 +183,8 @@ def main():
         policies.append((OracleOverlaps.name, oracle_head(model.config.is_thing)))
     thing_names = [c for c, thing in zip(model.config.classes, model.config.is_thing) if thing]
     lines = [f'# Overlap policies side by side: {args.model.name}', '',
-             f'Machine: {machine}; backend {args.backend}; score threshold '
+             f'Machine: {machine}; backend {args.backend}, network input '
+             f'{model.config.input_size[0]}x{model.config.input_size[1]}; score threshold '
              f'{args.score_threshold}; every policy on the same decoded network outputs.',
              f'Command: `python benchmarks/bench_policies.py {" ".join(sys.argv[1:])}`', '']
     for spec in args.splits:
@@ -200,8 +208,9 @@ def main():
             print(row, flush=True)
             lines.append(row)
         lines.append('')
-    lines += ['## Head latency (CPU, 1/4 of 640 x 480, 100 detections, fast form)', '',
-              '| policy | p50 ms | p95 ms |', '|---|---|---|']
+    if not args.no_latency:
+        lines += ['## Head latency (CPU, 1/4 of 640 x 480, 100 detections, fast form)', '',
+                  '| policy | p50 ms | p95 ms |', '|---|---|---|']
     for name in [] if args.no_latency else args.policies:
         p50, p95 = head_latency(name, args.repeats)
         lines.append(f'| {name} | {p50:.2f} | {p95:.2f} |')

@@ -24,7 +24,7 @@ from torchvision.ops import box_iou
 
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
-from panoptic_ros.core.inference import FramePipeline
+from panoptic_ros.core.inference import FramePipeline, Preprocessor
 from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.perception import Perception
 from panoptic_ros.core.quantization import check_int8, int8_path, quantize_model, read_metadata
@@ -90,6 +90,29 @@ def test_shipped_int8_runs_and_stale_or_missing_files_fall_back(quantised, tmp_p
         assert backend.name == 'onnxruntime', caplog.text
         assert 'falling back to onnxruntime in fp32' in caplog.text and \
             'panoptic-ros-quantize' in caplog.text
+
+
+def test_default_int8_file_keeps_the_center_heatmap(tmp_path):
+    # The center branch's last convolution gives the heatmap (peak 1) and the offsets (pixels)
+    # in one tensor; quantised with one range, the heatmap lost half its height and
+    # center_grouping its instances. The node's default file keeps that convolution in float:
+    # its heatmap stays within 0.05 of fp32's on rendered frames, its offsets within 2 px.
+    shipped, _ = load_checkpoint(default_model_path())
+    model = shipped.at_input_size((384, 288)).eval()
+    path = int8_path(default_model_path(), input_size=(384, 288))
+    assert '/center_branch/predictor/Conv' in check_int8(path, model)['kept_float']
+    backend = make_backend('onnxruntime_int8', model, cache_dir=tmp_path,
+                           model_path=default_model_path())
+    assert backend.name == 'onnxruntime_int8'
+    pre = Preprocessor(model.config.input_size, model.config.mean, model.config.std)
+    for seed in (900, 901):
+        x = pre(render_random_frame(seed, SimConfig()).rgb)[0]
+        with torch.no_grad():
+            ref = model(x)
+        out = backend(x)
+        assert ref['center_heatmap'].max() > 0.5      # the frames hold instances
+        assert (out['center_heatmap'] - ref['center_heatmap']).abs().max() < 0.05, seed
+        assert (out['center_offsets'] - ref['center_offsets']).abs().max() < 2.0, seed
 
 
 def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
