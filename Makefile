@@ -31,7 +31,7 @@ TRAIN = .venv/bin/panoptic-ros-train --config config/train_sim_branches.yaml
 STAGE = models/stages/panoptic_branches_sim_stage
 SHIPPED = models/panoptic_branches_sim.safetensors
 POLICY = .venv/bin/panoptic-ros-train-policy
-# the center branch's last convolution, left in float in the node's default INT8 files: its
+# the center branch's last convolution, left in float in the shipped model's INT8 files: its
 # heatmap and offsets quantised break center_grouping (docs/benchmarks.md, Overlap policies)
 CENTER_PREDICTOR = /center_branch/predictor/Conv
 model: setup model-data
@@ -53,16 +53,16 @@ model: setup model-data
 		--set out=runs/branches_sim_stage6 --set export_to=$(STAGE)6.safetensors
 	mv $(STAGE)6.safetensors $(SHIPPED)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0
+		--num 200 --float-first 0 --keep-float $(CENTER_PREDICTOR)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --flavour tensorrt
+		--num 200 --float-first 0 --keep-float $(CENTER_PREDICTOR) --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR) \
 		--flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 448 336
+		--num 200 --float-first 0 --input-size 448 336 --keep-float $(CENTER_PREDICTOR)
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
 	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2
 
