@@ -202,6 +202,15 @@ def own_mask_area(sem_class, classes, inside_x, inside_y):
     return (inside & (sem_class == classes[:, None, None])).sum((1, 2)).float()
 
 
+def heatmap_peaks(heatmap, kernel, threshold):
+    """Keypoint NMS (*Panoptic-DeepLab*): bool [h, w], the cells of heatmap float [h, w] that
+    equal the max-pool of ``kernel`` cells around them and exceed ``threshold`` (every cell of
+    a flat top counts)."""
+    pooled = torch.nn.functional.max_pool2d(heatmap[None, None].float(), kernel, stride=1,
+                                            padding=kernel // 2)[0, 0]
+    return (heatmap == pooled) & (heatmap > threshold)
+
+
 def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x, y, kernel,
                     threshold, slots, nearest_centre=None):
     """Panoptic-DeepLab's box-free grouping (*Panoptic-DeepLab*, section 3, inference).
@@ -224,9 +233,7 @@ def center_grouping(heatmap, center_offsets, sem_logits, sem_class, is_thing, x,
     h, w = heatmap.shape
     num_classes = sem_logits.shape[0]
     device = heatmap.device
-    pooled = torch.nn.functional.max_pool2d(heatmap[None, None].float(), kernel, stride=1,
-                                            padding=kernel // 2)[0, 0]
-    peaks = torch.where((heatmap == pooled) & (heatmap > threshold), heatmap.float(), NEG_INF)
+    peaks = torch.where(heatmap_peaks(heatmap, kernel, threshold), heatmap.float(), NEG_INF)
     k = min(slots, h * w)                               # shapes only: no host synchronisation
     peak_value, peak_index = torch.topk(peaks.flatten(), k)
     if k < slots:
