@@ -31,9 +31,6 @@ TRAIN = .venv/bin/panoptic-ros-train --config config/train_sim_branches.yaml
 STAGE = models/stages/panoptic_branches_sim_stage
 SHIPPED = models/panoptic_branches_sim.safetensors
 POLICY = .venv/bin/panoptic-ros-train-policy
-# the center branch's last convolution, left in float in the shipped model's INT8 files: its
-# heatmap and offsets quantised break center_grouping (docs/benchmarks.md, Overlap policies)
-CENTER_PREDICTOR = /center_branch/predictor/Conv
 model: setup model-data
 	$(TRAIN) --set train.stop_after_epochs=3 --set out=runs/branches_sim_stage1 \
 		--set export_to=$(STAGE)1.safetensors
@@ -53,16 +50,15 @@ model: setup model-data
 		--set out=runs/branches_sim_stage6 --set export_to=$(STAGE)6.safetensors
 	mv $(STAGE)6.safetensors $(SHIPPED)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --keep-float $(CENTER_PREDICTOR)
+		--num 200 --float-first 0
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --keep-float $(CENTER_PREDICTOR) --flavour tensorrt
+		--num 200 --float-first 0 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR)
+		--num 200 --float-first 0 --input-size 384 288
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 384 288 --keep-float $(CENTER_PREDICTOR) \
-		--flavour tensorrt
+		--num 200 --float-first 0 --input-size 384 288 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 0 --input-size 448 336 --keep-float $(CENTER_PREDICTOR)
+		--num 200 --float-first 0 --input-size 448 336
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
 	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2
 

@@ -29,7 +29,8 @@ from panoptic_ros.core.head.reference import heatmap_peaks
 from panoptic_ros.core.inference import FramePipeline, Preprocessor
 from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.perception import Perception
-from panoptic_ros.core.quantization import check_int8, int8_path, quantize_model, read_metadata
+from panoptic_ros.core.quantization import (
+    CENTER_PREDICTOR, check_int8, int8_path, quantize_model, read_metadata)
 from panoptic_ros.core.settings import default_model_path, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 from panoptic_ros.quantize_cli import main as quantize_main
@@ -53,7 +54,10 @@ def test_int8_agrees_with_fp32_on_rendered_frames(quantised, tmp_path):
     model, model_path = quantised
     meta = read_metadata(int8_path(model_path))
     assert meta['flavour'] == 'cpu' and meta['frames'] == 4 and len(meta['digest']) == 16
-    assert len(meta['kept_float']) == 2 and all(n.endswith('Conv') for n in meta['kept_float'])
+    # float_first=2: the first two convolutions; and the center predictor, as for every model
+    # with the center heatmap
+    assert len(meta['kept_float']) == 3 and all(n.endswith('Conv') for n in meta['kept_float'])
+    assert meta['kept_float'][2] == CENTER_PREDICTOR
     # the shipped INT8 file (200 calibration frames; four are too few to judge it)
     shipped, _ = load_checkpoint(default_model_path())
     pipelines = [FramePipeline(make_backend(name, copy.deepcopy(shipped), cache_dir=tmp_path,
@@ -104,7 +108,7 @@ def test_shipped_int8_files_keep_the_center_heatmap(tmp_path, size):
     shipped, _ = load_checkpoint(default_model_path())
     model = shipped.at_input_size(size).eval()
     path = int8_path(default_model_path(), input_size=None if size == (320, 240) else size)
-    assert '/center_branch/predictor/Conv' in check_int8(path, model)['kept_float']
+    assert CENTER_PREDICTOR in check_int8(path, model)['kept_float']
     backend = make_backend('onnxruntime_int8', model, cache_dir=tmp_path,
                            model_path=default_model_path())
     assert backend.name == 'onnxruntime_int8'
@@ -160,6 +164,9 @@ def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
                           '--split', 'calib', '--num', '2', '--input-size', '384', '288']) == 0
     assert int8_path(model_path, input_size=(384, 288)).name == 'branches.384x288.int8.onnx'
     assert int8_path(model_path, input_size=(384, 288)).is_file()
+    # with the center heatmap, the quantiser keeps the center predictor in float unasked
+    assert CENTER_PREDICTOR in read_metadata(int8_path(model_path, input_size=(384, 288)))[
+        'kept_float']
     sized = Perception.from_settings(Settings.from_params(
         {'input_size': [384, 288], 'model_path': str(model_path), 'cache_dir': str(tmp_path)}))
     assert sized.backend.name == 'onnxruntime_int8'

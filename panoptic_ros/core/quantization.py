@@ -14,6 +14,11 @@ quantisation TensorRT accepts, standard-domain QuantizeLinear / DequantizeLinear
 backends `onnxruntime_int8` and `tensorrt_int8` run their flavour's file; one made for other
 weights (the digest differs) or the other runtime is not used (onnxruntime_int8 then runs
 fp32, with a warning naming the command that remakes it).
+
+A network with Panoptic-DeepLab's center heatmap keeps the center branch's last convolution in
+float: it gives the heatmap (peak 1) and the offsets (pixels) in one tensor, and quantised to
+the offsets' range the heatmap comes in steps whose flat tops center_grouping's keypoint NMS
+takes for several centres.
 """
 
 import json
@@ -25,6 +30,7 @@ from panoptic_ros.core.inference import Preprocessor
 
 FLAVOURS = ('cpu', 'tensorrt')
 METADATA_KEY = 'panoptic_ros'
+CENTER_PREDICTOR = '/center_branch/predictor/Conv'    # the ONNX node, kept in float
 
 
 def int8_path(model_path, flavour='cpu', input_size=None):
@@ -55,7 +61,8 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     images: the same letterbox as at run time) into `out_path`; returns out_path.
 
     record: a dict stored in the metadata beside the digest (calibration data, command);
-    keep_float: ONNX node names left in float (a layer that quantises badly);
+    keep_float: ONNX node names left in float (a layer that quantises badly; with the center
+    heatmap, CENTER_PREDICTOR always is);
     float_first: the first N convolutions of the graph (the encoder's stem) left in float.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -82,6 +89,8 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
         quant_pre_process(str(fp32), str(prepared))
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == 'Conv']
         keep_float = list(keep_float) + convs[:float_first]
+        if mc.center_heatmap and CENTER_PREDICTOR not in keep_float:
+            keep_float.append(CENTER_PREDICTOR)
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
                         per_channel=True, nodes_to_exclude=keep_float, **options)
     quantized = onnx.load(str(out_path))
