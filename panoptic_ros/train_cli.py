@@ -237,17 +237,33 @@ def start_run(t):
     return run
 
 
+def train_splits(config):
+    """data.train_split as a list: one split name, or several trained on together."""
+    splits = config['data']['train_split']
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise ValueError(f'data.train_split {splits!r}: needs a split name or a list of them')
+    return splits
+
+
 def build_data(config, run):
-    """(model config from the dataset's categories, training dataset, sampler, loader)."""
+    """(model config from the dataset's categories, training dataset, sampler, loader). Several
+    train splits (data.train_split a list) are concatenated; they must share the categories."""
     d, t = config['data'], config['train']
-    probe = CocoPanopticDataset(d['root'], d['train_split'], config['model']['input_size'],
+    splits = train_splits(config)
+    probe = CocoPanopticDataset(d['root'], splits[0], config['model']['input_size'],
                                 (0, 0, 0), (1, 1, 1))
     model_config = model_config_from(config, probe.categories)
-    dataset = CocoPanopticDataset(d['root'], d['train_split'], model_config.input_size,
-                                  model_config.mean, model_config.std, flip=d['flip'],
-                                  color_jitter=d['color_jitter'], zoom=d['zoom'],
-                                  seed=t['seed'] + run.rank,
-                                  model_config=model_config)
+    parts = [CocoPanopticDataset(d['root'], split, model_config.input_size,
+                                 model_config.mean, model_config.std, flip=d['flip'],
+                                 color_jitter=d['color_jitter'], zoom=d['zoom'],
+                                 seed=t['seed'] + run.rank + 1000 * i,
+                                 model_config=model_config)
+             for i, split in enumerate(splits)]
+    for split, part in zip(splits[1:], parts[1:]):
+        if part.categories != probe.categories:
+            raise ValueError(f'train split {split!r} has other categories than {splits[0]!r}')
+    dataset = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
     sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=t['seed']) \
         if run.distributed else torch.utils.data.RandomSampler(
             dataset, generator=torch.Generator().manual_seed(t['seed']))

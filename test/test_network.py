@@ -669,6 +669,31 @@ def test_training_cli_resume_curves_export(tiny_dataset, tmp_path):
     assert cut['optimizer']['param_groups'][0]['lr'] == pytest.approx(1e-3 * 0.1)
 
 
+def test_training_on_several_splits_concatenates_them(tmp_path):
+    # data.train_split as a list: every split's frames in one epoch (what the close-range
+    # stage of the shipped model trains on); a split with other categories is refused.
+    from panoptic_ros.train_cli import main
+    root = tmp_path / 'data'
+    config = SimConfig(width=160, height=120)
+    export(root, 'train', 4, seed=3, config=config, workers=1, progress=False)
+    export(root, 'close', 2, seed=4, config=dataclasses.replace(config, area_x=(0.3, 3.0)),
+           workers=1, progress=False)
+    cfg = tmp_path / 'train.yaml'
+    write_train_config(cfg, root, tmp_path / 'run', epochs=1)
+    main(['--config', str(cfg), '--set', 'data.train_split=[train, close]'])
+    _, meta = load_checkpoint(tmp_path / 'run' / 'exported.safetensors')
+    assert meta['info']['train_images'] == 6 and meta['info']['iterations'] == 3
+    assert meta['info']['data']['train_split'] == ['train', 'close']
+    with pytest.raises(ValueError, match='train_split'):
+        main(['--config', str(cfg), '--set', 'data.train_split=[]'])
+    ann = root / 'annotations' / 'panoptic_close.json'
+    data = json.loads(ann.read_text())
+    data['categories'] = data['categories'][:-1]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match='other categories'):
+        main(['--config', str(cfg), '--set', 'data.train_split=[train, close]'])
+
+
 @pytest.mark.parametrize('name', ['train_sim_light.yaml', 'train_sim_branches.yaml'])
 def test_shipped_training_configs_build_their_networks(name):
     from panoptic_ros.train_cli import load_config, model_config_from
