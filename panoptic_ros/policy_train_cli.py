@@ -2,6 +2,7 @@
 
   panoptic-ros-train-policy --model MODEL --policy spatial_ranking|refined
       [--data data/sim_policy --split train --select-split select] [--epochs 30]
+      [--input-size W H]
 
 The network runs once over the split (its outputs cached at the head's 1/4 grid); then
 - spatial_ranking: OANet's spatial ranking module learns, with pixel-wise cross entropy on
@@ -213,12 +214,17 @@ def main(argv=None):
     parser.add_argument('--kernel', type=int,
                         help='convolution size in 1/4 cells (default: 7 for the ranking '
                              "module, OANet's best 1 x 7 + 7 x 1; 3 for the refinement)")
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        help='network input size (default: the one the model was trained at; '
+                             "train at the node's input_size)")
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', type=Path, help='default: next to the model')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model, _ = load_checkpoint(args.model)
+    if args.input_size:   # the same weights at another (static) input size
+        model = model.at_input_size(tuple(args.input_size))
     backend = make_backend('torch', copy.deepcopy(model), 'cpu')
     decode = DecodeConfig(score_threshold=args.score_threshold,
                           borderness_score=not args.confidence_only)
@@ -235,7 +241,8 @@ def main(argv=None):
             'data': [f'{args.data}/{split}' for split in args.split], 'frames': len(frames),
             'score_threshold': args.score_threshold,
             'borderness_score': not args.confidence_only,
-            'model': args.model.name, 'epochs': args.epochs, 'lr': args.lr,
+            'model': args.model.name, 'input_size': list(model.config.input_size),
+            'epochs': args.epochs, 'lr': args.lr,
             'machine': f'{cpu_model()}, {os.cpu_count()} CPUs',
             'python': platform.python_version(),
             'torch': torch.__version__}

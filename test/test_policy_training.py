@@ -36,7 +36,7 @@ def test_train_both_learned_parts_and_use_them(tmp_path, capsys):
         try:
             train_policy(['--model', str(model), '--policy', policy, '--data', str(data),
                           '--split', 'train', '--select-split', 'train', '--epochs', '2',
-                          '--score-threshold', '0.2'])
+                          '--score-threshold', '0.2', '--input-size', '384', '288'])
         except SystemExit as stop:   # too few conflicts in 3 frames is a clear stop
             assert 'nothing to train on' in str(stop)
             continue
@@ -45,6 +45,7 @@ def test_train_both_learned_parts_and_use_them(tmp_path, capsys):
         with safe_open(str(path), framework='pt') as f:
             info = json.loads(f.metadata()['panoptic_ros'])['info']
         assert info['frames'] == 3 and info['data'] == [f'{data}/train']
+        assert info['input_size'] == [384, 288]   # the outputs it learned from
         if policy == 'refined':
             assert set(info['selection']) == {'car', 'robot', 'droid', 'duck', 'teddy',
                                               'table'}
