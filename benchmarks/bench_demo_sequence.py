@@ -9,13 +9,16 @@ class that is not in the scene adds a class at PQ 0: the per-class rows show whe
 score comes from. Accuracy only (no timing): it may share the CPU.
 
 Usage: python benchmarks/bench_demo_sequence.py [--model MODEL] [--sequence DIR]
-           [--backends onnxruntime ...] [--out benchmarks/results/demo_sequence_cpu.md]
+           [--backends onnxruntime ...] [--policies POLICY ...]
+           [--out benchmarks/results/demo_sequence_cpu.md]
+--policies: the node's setting (first row) with each of these overlap policies instead.
 """
 
 import argparse
 import copy
 import dataclasses
 from pathlib import Path
+import sys
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ from common import machine_description, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import predicted_segments
-from panoptic_ros.core.head import PanopticHeadConfig
+from panoptic_ros.core.head import learned, PanopticHeadConfig
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.metrics import PanopticEvaluator
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
@@ -40,11 +43,15 @@ class Row:
     input_size: tuple = None        # None: as trained
     score_threshold: float = DecodeConfig.score_threshold
     borderness_score: bool = DecodeConfig.borderness_score
+    policy: str = PARAMETERS['overlap_policy'].default
 
     def label(self):
         size = 'trained size' if self.input_size is None else '{}x{}'.format(*self.input_size)
+        policy = '' if self.policy == PARAMETERS['overlap_policy'].default else \
+            f', {self.policy}'
         return (f'{self.backend}, {size}, threshold {self.score_threshold:g} on '
-                + ('confidence x border-ness' if self.borderness_score else 'confidence'))
+                + ('confidence x border-ness' if self.borderness_score else 'confidence')
+                + policy)
 
 
 # the node's defaults first (its input size), then the trained size, confidence alone as the
@@ -76,6 +83,9 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--backends', nargs='+', help='only the settings of these backends '
                         '(onnxruntime for a checkpoint without an INT8 file)')
+    parser.add_argument('--policies', nargs='+', choices=PARAMETERS['overlap_policy'].choices,
+                        help="instead of the settings: the node's, with each of these overlap "
+                             'policies')
     parser.add_argument('--out', type=Path,
                         default=Path('benchmarks/results/demo_sequence_cpu.md'))
     args = parser.parse_args()
@@ -93,17 +103,23 @@ def main():
              'instances), highest_confidence head. Per thing class: PQ (matched / false '
              'positives / missed segments over all frames); "-" where the class is in neither '
              'the ground truth nor the predictions (left out of the mean).', '',
+             f'Command: `python benchmarks/bench_demo_sequence.py {" ".join(sys.argv[1:])}`', '',
              '| setting | PQ | PQ_th | PQ_st | ' + ' | '.join(things) + ' |',
              '|---' * (4 + len(things)) + '|']
-    for row in [row for row in ROWS if not args.backends or row.backend in args.backends]:
+    rows = [row for row in ROWS if not args.backends or row.backend in args.backends]
+    if args.policies:
+        rows = [dataclasses.replace(rows[0], policy=policy) for policy in args.policies]
+    for row in rows:
         sized = model if row.input_size is None else model.at_input_size(row.input_size)
         backend = make_backend(row.backend, copy.deepcopy(sized), 'cpu', cache_dir=Path('.cache'),
                                threads=args.threads, model_path=args.model)
         if backend.name != row.backend:
             raise SystemExit(f'{row.backend} is not available for {args.model}')
-        pq = score(FramePipeline(backend, DecodeConfig(score_threshold=row.score_threshold,
-                                                       borderness_score=row.borderness_score),
-                                 PanopticHeadConfig()), frames, categories)
+        decode = DecodeConfig(score_threshold=row.score_threshold,
+                              borderness_score=row.borderness_score)
+        pipeline = FramePipeline(backend, decode, PanopticHeadConfig(policy=row.policy),
+                                 learned=learned.loader_for(args.model, model.config.classes))
+        pq = score(pipeline, frames, categories)
         per_class = {c['name']: c for c in pq['per_class'].values()}
         cells = [f"{per_class[n]['pq']:.1f} ({per_class[n]['tp']}/{per_class[n]['fp']}/"
                  f"{per_class[n]['fn']})" if n in per_class else '-' for n in things]
