@@ -100,7 +100,8 @@ def main():
     model, _ = load_checkpoint(args.model)
     lines = [f'# The demo sequence without ROS ({args.model.name})', '',
              f'Sequence {args.sequence} ({len(frames)} frames, {len(instances)} thing '
-             'instances), highest_confidence head. Per thing class: PQ (matched / false '
+             f"instances), {PARAMETERS['overlap_policy'].default} head unless a row names another "
+             'overlap policy. Per thing class: PQ (matched / false '
              'positives / missed segments over all frames); "-" where the class is in neither '
              'the ground truth nor the predictions (left out of the mean).', '',
              f'Command: `python benchmarks/bench_demo_sequence.py {" ".join(sys.argv[1:])}`', '',
