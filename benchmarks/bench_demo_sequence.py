@@ -8,7 +8,7 @@ and misses. PQ averages over the classes that occur in the ground truth *or* the
 class that is not in the scene adds a class at PQ 0: the per-class rows show where the things
 score comes from. Accuracy only (no timing): it may share the CPU.
 
-Usage: python benchmarks/bench_demo_sequence.py [--model MODEL] [--sequence DIR]
+Usage: python benchmarks/bench_demo_sequence.py [--model MODEL] [--seed 11 | --sequence DIR]
            [--backends onnxruntime ...] [--policies POLICY ...]
            [--out benchmarks/results/demo_sequence_cpu.md]
 --policies: the node's setting (first row) with each of these overlap policies instead.
@@ -79,7 +79,10 @@ def score(pipeline, frames, categories):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', type=Path, default=default_model_path())
-    parser.add_argument('--sequence', type=Path, default=Path(f'out/demo/sequence_{DEMO_SEED}_60'))
+    parser.add_argument('--seed', type=int, default=DEMO_SEED,
+                        help="the sim sequence's seed (default: the demo's)")
+    parser.add_argument('--sequence', type=Path,
+                        help='default: out/demo/sequence_<seed>_60, rendered once if missing')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--backends', nargs='+', help='only the settings of these backends '
                         '(onnxruntime for a checkpoint without an INT8 file)')
@@ -90,16 +93,19 @@ def main():
                         default=Path('benchmarks/results/demo_sequence_cpu.md'))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not (args.sequence / 'sequence.json').is_file():   # what the demo renders, once
-        render_sequence(args.sequence, DEMO_SEED, 60, fps=10.0, config=SimConfig())
+    args.sequence = args.sequence or Path(f'out/demo/sequence_{args.seed}_60')
+    if not (args.sequence / 'sequence.json').is_file():   # as the demo renders it, once
+        render_sequence(args.sequence, args.seed, 60, fps=10.0, config=SimConfig())
     sequence = Sequence(args.sequence)
     frames = [sequence[k] for k in range(len(sequence))]
     categories = [{'id': c.id, 'name': c.name, 'isthing': c.is_thing} for c in CLASSES]
     things = [c.name for c in CLASSES if c.is_thing]
     instances = {s['id'] for f in frames for s in f['segments'] if s['is_thing']}
     model, _ = load_checkpoint(args.model)
-    lines = [f'# The demo sequence without ROS ({args.model.name})', '',
-             f'Sequence {args.sequence} ({len(frames)} frames, {len(instances)} thing '
+    title = 'The demo sequence' if sequence.meta['seed'] == DEMO_SEED else 'A sim driving sequence'
+    lines = [f'# {title} without ROS ({args.model.name})', '',
+             f"Sequence {args.sequence} (seed {sequence.meta['seed']}, {len(frames)} frames, "
+             f'{len(instances)} thing '
              f"instances), {PARAMETERS['overlap_policy'].default} head unless a row names another "
              'overlap policy. Per thing class: PQ (matched / false '
              'positives / missed segments over all frames); "-" where the class is in neither '
