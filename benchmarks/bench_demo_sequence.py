@@ -37,18 +37,21 @@ from panoptic_ros.core.sim.world import SimConfig
 from panoptic_ros.ros.demo import DEMO_SEED
 
 
+NODE_SIZE = tuple(PARAMETERS['input_size'].default)
+NODE_POLICY = PARAMETERS['overlap_policy'].default
+
+
 @dataclasses.dataclass
 class Row:
     backend: str
     input_size: tuple = None        # None: as trained
     score_threshold: float = DecodeConfig.score_threshold
     borderness_score: bool = DecodeConfig.borderness_score
-    policy: str = PARAMETERS['overlap_policy'].default
+    policy: str = NODE_POLICY
 
     def label(self):
         size = 'trained size' if self.input_size is None else '{}x{}'.format(*self.input_size)
-        policy = '' if self.policy == PARAMETERS['overlap_policy'].default else \
-            f', {self.policy}'
+        policy = '' if self.policy == NODE_POLICY else f', {self.policy}'
         return (f'{self.backend}, {size}, threshold {self.score_threshold:g} on '
                 + ('confidence x border-ness' if self.borderness_score else 'confidence')
                 + policy)
@@ -56,7 +59,6 @@ class Row:
 
 # the node's defaults first (its input size), then the trained size, confidence alone as the
 # score (at 0.35 and at the threshold of best val PQ, 0.4), then a larger input
-NODE_SIZE = tuple(PARAMETERS['input_size'].default)
 ROWS = [Row('onnxruntime_int8', input_size=NODE_SIZE), Row('onnxruntime', input_size=NODE_SIZE),
         Row('onnxruntime_int8'), Row('onnxruntime'),
         Row('onnxruntime_int8', score_threshold=0.35, borderness_score=False),
@@ -106,7 +108,7 @@ def main():
     lines = [f'# {title} without ROS ({args.model.name})', '',
              f"Sequence {args.sequence} (seed {sequence.meta['seed']}, {len(frames)} frames, "
              f'{len(instances)} thing '
-             f"instances), {PARAMETERS['overlap_policy'].default} head unless a row names another "
+             f'instances), {NODE_POLICY} head unless a row names another '
              'overlap policy. Per thing class: PQ (matched / false '
              'positives / missed segments over all frames); "-" where the class is in neither '
              'the ground truth nor the predictions (left out of the mean).', '',
@@ -116,6 +118,7 @@ def main():
     rows = [row for row in ROWS if not args.backends or row.backend in args.backends]
     if args.policies:
         rows = [dataclasses.replace(rows[0], policy=policy) for policy in args.policies]
+    load_learned = learned.loader_for(args.model, model.config.classes)
     for row in rows:
         sized = model if row.input_size is None else model.at_input_size(row.input_size)
         backend = make_backend(row.backend, copy.deepcopy(sized), 'cpu', cache_dir=Path('.cache'),
@@ -125,7 +128,7 @@ def main():
         decode = DecodeConfig(score_threshold=row.score_threshold,
                               borderness_score=row.borderness_score)
         pipeline = FramePipeline(backend, decode, PanopticHeadConfig(policy=row.policy),
-                                 learned=learned.loader_for(args.model, model.config.classes))
+                                 learned=load_learned)
         pq = score(pipeline, frames, categories)
         per_class = {c['name']: c for c in pq['per_class'].values()}
         cells = [f"{per_class[n]['pq']:.1f} ({per_class[n]['tp']}/{per_class[n]['fp']}/"
