@@ -355,8 +355,8 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
 
 def test_stage_switches_outputs_on_and_branches_off(tmp_path):
     # A stage may add the border-ness map (a new predictor row at zero) and leave out the
-    # Pyramid Pooling Module or the heatmap (their tensors dropped); the maps both networks
-    # have keep their weights, by name; anything else is refused.
+    # Pyramid Pooling Module or the heatmap (their tensors dropped), or train at another input
+    # size; the maps both networks have keep their weights, by name; anything else is refused.
     torch.manual_seed(4)
     config = default_model_config(**SMALL, **EVERY_BRANCH)
     model = SingleShotPanoptic(config).eval()
@@ -382,6 +382,11 @@ def test_stage_switches_outputs_on_and_branches_off(tmp_path):
                                              'borderness_map'}
     assert torch.equal(cut.backbone.fpn.layer_blocks[0][0].weight,
                        grown.backbone.fpn.layer_blocks[0][0].weight)
+    width, height = config.input_size   # another input size: every weight as it was
+    resized = load_stage(path, dataclasses.replace(config, borderness_map=True,
+                                                   input_size=(width + 64, height + 32)))
+    assert resized.config.input_size == (width + 64, height + 32)
+    assert all(torch.equal(resized.state_dict()[k], v) for k, v in grown.state_dict().items())
     with pytest.raises(CheckpointError, match='fpn_channels'):
         load_stage(path, dataclasses.replace(config, borderness_map=True, fpn_channels=32))
     with pytest.raises(CheckpointError, match='borderness_map'):   # not removable

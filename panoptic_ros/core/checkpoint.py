@@ -141,6 +141,9 @@ GROWABLE_OUTPUTS = ('borderness_map',)
 # the trained weights): the Pyramid Pooling Module's tensors, or the heatmap's predictor row,
 # are left behind.
 REMOVABLE_BRANCHES = ('ppm', 'center_heatmap')
+# Model fields a later stage may change without touching a weight: the input size (the network
+# is fully convolutional; a stage may train at the size the node runs it at).
+FREE_FIELDS = ('input_size',)
 
 
 def center_rows(config):
@@ -152,16 +155,17 @@ def center_rows(config):
 def load_stage(path, config):
     """A network of `config` initialised from the previous stage's checkpoint at `path`.
 
-    The checkpoint must have the same architecture, except that `config` may switch on
-    outputs listed in GROWABLE_OUTPUTS (the center branch's predictor then keeps the rows of
-    the earlier maps and the new rows start at zero) and switch off REMOVABLE_BRANCHES (their
-    tensors are dropped). CheckpointError otherwise.
+    The checkpoint must have the same architecture, except that `config` may change
+    FREE_FIELDS (the input size), switch on outputs listed in GROWABLE_OUTPUTS (the center
+    branch's predictor then keeps the rows of the earlier maps and the new rows start at
+    zero) and switch off REMOVABLE_BRANCHES (their tensors are dropped). CheckpointError
+    otherwise.
     """
     previous, _ = load_checkpoint(path)
     old, new = previous.config.to_dict(), config.to_dict()
     diff = [k for k in new if new[k] != old[k]]
-    if any(not (k in GROWABLE_OUTPUTS and new[k] or k in REMOVABLE_BRANCHES and not new[k])
-           for k in diff):
+    if any(not (k in FREE_FIELDS or k in GROWABLE_OUTPUTS and new[k] or
+                k in REMOVABLE_BRANCHES and not new[k]) for k in diff):
         raise CheckpointError(f'model file {path} does not match the configuration: ' +
                               '; '.join(_mismatch(config, previous.config)))
     model = SingleShotPanoptic(config)
