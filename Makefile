@@ -66,7 +66,8 @@ model: setup model-data
 # shipped weights, one more epoch of `train` (375 iterations, 7 to 13 min each on a 2-core
 # CPU) with every branch (the control), without the Pyramid Pooling Module, without the
 # center heatmap, and with every branch and the zoom-in augmentation; and three epochs (2250
-# iterations, 33 to 36 min) on `train` and 3000 close-range frames (objects 0.3-6 m ahead).
+# iterations, 33 to 36 min) on `train` and 3000 close-range frames (objects 0.3-6 m ahead);
+# and two epochs of `train6k` at the node's 384x288 input (1500 iterations, 62 min).
 ABLATION = models/stages/panoptic_branches_sim_ablation
 RETRAIN = $(TRAIN) --set model.borderness_map=true --set train.init_from=$(SHIPPED) \
 	--set train.epochs=1 --set train.lr=0.0005
@@ -80,6 +81,10 @@ model-ablation: setup model-data
 		--set export_to=$(ABLATION)_zoom.safetensors
 	$(RETRAIN) --set data.train_split=[train,train_close] --set train.epochs=3 \
 		--set out=runs/ablation_close --set export_to=$(ABLATION)_close.safetensors
+	$(TRAIN) --set model.borderness_map=true --set model.input_size=[384,288] \
+		--set data.train_split=train6k --set train.init_from=$(SHIPPED) --set train.epochs=2 \
+		--set train.lr=0.0005 --set out=runs/branches_sim_stage7_384 \
+		--set export_to=models/stages/panoptic_branches_sim_stage7_384.safetensors
 
 # The light model (MobileNetV2 + RetinaNet, models/panoptic_light_sim.safetensors): one run.
 model-light: setup model-data
