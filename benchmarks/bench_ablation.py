@@ -71,6 +71,9 @@ ROWS = [
         ABLATION.format('zoom'), (0.2,)),
     Row('shipped + 2250 iterations, half on 3000 close-range frames (objects 0.3-6 m ahead)',
         ABLATION.format('close'), (0.2,)),
+    Row('shipped + 1500 iterations on 6000 frames at the 384x288 input', STAGE.format('7_384'),
+        (0.2,)),
+    Row('shipped, 384x288 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(384, 288)),
     Row('shipped, 448x336 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(448, 336)),
     Row('shipped, 640x480 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(640, 480)),
 ]
