@@ -6,7 +6,8 @@ kept in float; on two rendered frames the shipped INT8 file (200 calibration fra
 first six convolutions in float) gives category labels equal to the fp32 ONNX model's on at
 least 90 % of the pixels of each frame (0.99 and 0.94 measured) and, for at least 90 % of
 the fp32 detections scoring 0.5 or more, a detection of their class with box IoU >= 0.5 (12
-of 12 measured); it runs on a blank frame; a file quantised from other weights is refused
+of 12 measured); every shipped INT8 file keeps the center predictor in float, and each strong
+fp32 heatmap centre has exactly one INT8 centre within two cells; it runs on a blank frame; a file quantised from other weights is refused
 naming panoptic-ros-quantize, and the backend then, as for a missing file, falls back to
 fp32 with a warning naming it. Does not verify the speed or the accuracy
 on a val split (benchmarks/bench_network.py), nor the TensorRT flavour in TensorRT (not
@@ -98,13 +99,27 @@ def test_shipped_int8_runs_and_stale_or_missing_files_fall_back(quantised, tmp_p
             'panoptic-ros-quantize' in caplog.text
 
 
+def unmatched_centres(ref, out, kernel, threshold, strong=0.4, radius=2.0):
+    """Strong centres (heatmap >= strong) of either heatmap [h, w] that have not exactly one
+    centre of the other within ``radius`` cells: a centre lost, moved, or split in two."""
+    peaks = [heatmap_peaks(h, kernel, threshold) for h in (ref, out)]
+    values = [h[p] for h, p in zip((ref, out), peaks)]
+    near = torch.cdist(*(p.nonzero().float()[None] for p in peaks))[0] <= radius
+    return int(((near.sum(1) != 1) & (values[0] >= strong)).sum()
+               + ((near.sum(0) != 1) & (values[1] >= strong)).sum())
+
+
 @pytest.mark.parametrize('size', [(320, 240), (384, 288), (448, 336)])
 def test_shipped_int8_files_keep_the_center_heatmap(tmp_path, size):
     # The center branch's last convolution gives the heatmap (peak 1) and the offsets (pixels)
     # in one tensor. Quantised to the offsets' range, the heatmap came in steps whose flat tops
     # gave center_grouping several centres per instance (7 peaks where fp32 has 5, 3 for 1).
-    # Every shipped INT8 file keeps that convolution in float: on rendered frames its heatmap
-    # has fp32's peaks and stays within 0.1 of fp32's values.
+    # Every shipped INT8 file keeps that convolution in float: on rendered frames every strong
+    # fp32 centre has one INT8 centre within two cells and no INT8 centre is split or stray.
+    # The quantised encoder's values depend on the CPU's integer kernels (Intel Xeon: the same
+    # peaks; AMD EPYC: peaks one cell apart, values within 0.17), so the test allows that; a
+    # file with that convolution quantised too (40 rendered calibration frames, AMD EPYC)
+    # fails it, with 0, 2, 4 and 1 unmatched centres on these four frames.
     shipped, _ = load_checkpoint(default_model_path())
     model = shipped.at_input_size(size).eval()
     path = int8_path(default_model_path(), input_size=None if size == (320, 240) else size)
@@ -114,16 +129,13 @@ def test_shipped_int8_files_keep_the_center_heatmap(tmp_path, size):
     assert backend.name == 'onnxruntime_int8'
     pre = Preprocessor(model.config.input_size, model.config.mean, model.config.std)
     head = PanopticHeadConfig()
-    for seed in (900, 901):
+    for seed in (900, 901, 902, 903):
         x = pre(render_random_frame(seed, SimConfig()).rgb)[0]
         with torch.no_grad():
-            ref = model(x)['center_heatmap']
-        out = backend(x)['center_heatmap']
-        peaks = heatmap_peaks(ref[0, 0], head.center_kernel, head.center_threshold)
-        assert peaks.any()                                 # the frames hold instances
-        assert torch.equal(heatmap_peaks(out[0, 0], head.center_kernel, head.center_threshold),
-                           peaks), seed
-        assert (out - ref).abs().max() < 0.1, seed
+            ref = model(x)['center_heatmap'][0, 0]
+        out = backend(x)['center_heatmap'][0, 0]
+        assert heatmap_peaks(ref, head.center_kernel, head.center_threshold).any()
+        assert unmatched_centres(ref, out, head.center_kernel, head.center_threshold) == 0, seed
 
 
 def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
