@@ -7,11 +7,11 @@ first six convolutions in float) gives category labels equal to the fp32 ONNX mo
 least 90 % of the pixels of each frame (0.99 and 0.94 measured) and, for at least 90 % of
 the fp32 detections scoring 0.5 or more, a detection of their class with box IoU >= 0.5 (12
 of 12 measured); every shipped INT8 file keeps the center predictor in float, and each strong
-fp32 heatmap centre has exactly one INT8 centre within two cells; it runs on a blank frame; a file quantised from other weights is refused
-naming panoptic-ros-quantize, and the backend then, as for a missing file, falls back to
-fp32 with a warning naming it. Does not verify the speed or the accuracy
-on a val split (benchmarks/bench_network.py), nor the TensorRT flavour in TensorRT (not
-installable here).
+fp32 heatmap centre has exactly one INT8 centre within two cells; it runs on a blank frame;
+a file quantised from other weights is refused naming panoptic-ros-quantize, and the backend
+then, as for a missing file, falls back to fp32 with a warning naming it. Does not verify the
+speed or the accuracy on a val split (benchmarks/bench_network.py), nor the TensorRT
+flavour in TensorRT (not installable here).
 """
 
 import copy
