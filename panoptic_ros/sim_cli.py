@@ -25,7 +25,9 @@ Layout under DIR (COCO panoptic, plus what a robot-perception dataset needs besi
   annotations/panoptic_<split>.json   images, annotations (segments_info), categories
   extras/<split>/<index>_depth.png    uint16 depth in millimetres along the optical axis
   extras/<split>/<index>_occupancy.png  ground-truth grid, uint8: value + 1 (0 = unknown)
-  extras/<split>/<index>.json         camera_info, T_base_optical, grid spec, footprints
+  extras/<split>/<index>.json         camera_info, T_base_optical, T_world_base (the robot's pose:
+                                      identity unless --set drive_distance=...), grid spec,
+                                      footprints (world frame)
 Image i of a split renders scene seed SeedSequence([seed, i]): the dataset is the same for a
 seed whatever the number of workers.
 """
@@ -75,6 +77,7 @@ def _export_one(job):
     (extras / f'{name}.json').write_text(json.dumps({
         'camera_info': camera_info_dict(frame.K, config.width, config.height),
         'T_base_optical': frame.T_base_optical.tolist(),
+        'T_world_base': frame.T_world_base.tolist(),
         'grid': dataclasses.asdict(frame.grid),
         'footprints': [{'id': i, 'polygon': p.tolist()} for i, p in frame.footprints],
     }))

@@ -6,10 +6,12 @@ sky; the camera model agrees with the renderer (a box at a known place appears w
 model projects it); the ground-truth occupancy of a single box is occupied exactly at its
 footprint, unknown behind it and free (drivable) or non-drivable in front; every thing class
 stands over its footprint polygon; the rendered pixels agree with K to the depth buffer's
-precision. Does not verify
+precision; a frame with drive_distance is the same scene seen by the same camera from a robot
+driven a distance in range along the main road. Does not verify
 realism of the images or dataset export (test_sim_export.py).
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -38,6 +40,20 @@ def test_same_seed_same_frame():
     np.testing.assert_array_equal(a.panoptic, b.panoptic)
     np.testing.assert_array_equal(a.occupancy, b.occupancy)
     assert not np.array_equal(a.panoptic, render_random_frame(12, SMALL).panoptic)
+
+
+def test_driven_frame_sees_the_scene_from_along_the_road():
+    driven = render_random_frame(11, dataclasses.replace(SMALL, drive_distance=(2.0, 6.0)))
+    position = driven.T_world_base[:2, 3]
+    assert 2.0 <= np.hypot(*position) <= 6.0
+    with SimWorld(11, SMALL) as world:        # the scene and camera of seed 11
+        T_base_optical, K = world.random_camera()
+        assert math.atan2(position[1], position[0]) == pytest.approx(world.road_yaw)
+        seen = world.render(T_base_optical, K, T_world_base=driven.T_world_base)
+    np.testing.assert_array_equal(seen.panoptic, driven.panoptic)
+    undriven = render_random_frame(11, SMALL)
+    np.testing.assert_array_equal(undriven.T_world_base, np.eye(4))
+    assert not np.array_equal(undriven.panoptic, driven.panoptic)
 
 
 def test_labels_cover_every_pixel_and_match_segments(frames):

@@ -13,7 +13,6 @@ constant speed; the camera is mounted at a fixed pose on it (drawn once per sequ
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import cv2
@@ -22,16 +21,12 @@ import numpy as np
 from panoptic_ros.core.camera_model import camera_info_dict
 from panoptic_ros.core.sim.coco import read_panoptic_png, write_image_jpeg, write_panoptic_png
 from panoptic_ros.core.sim.occupancy_gt import GridSpec, read_grid_png, write_grid_png
-from panoptic_ros.core.sim.world import SimConfig, SimWorld
+from panoptic_ros.core.sim.world import along_road, SimConfig, SimWorld
 
 
 def robot_pose(t, speed, yaw):
     """T_world_base at time t (seconds) driving straight at `speed` m/s with heading yaw."""
-    transform = np.eye(4)
-    c, s = math.cos(yaw), math.sin(yaw)
-    transform[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
-    transform[:3, 3] = (speed * t * c, speed * t * s, 0.0)
-    return transform
+    return along_road(speed * t, yaw)
 
 
 def render_sequence(out, seed, frames, fps=10.0, speed=1.0, config=SimConfig(),

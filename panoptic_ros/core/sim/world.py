@@ -87,6 +87,9 @@ class SimConfig:
     light_diffuse: tuple = (0.3, 0.7)
     light_specular: tuple = (0.0, 0.3)
     shadow_probability: float = 0.5
+    # Driving: single frames taken after the robot drove this far (metres, uniform) along the
+    # main road from the world origin, as a sequence's frames are; (0, 0) keeps it there.
+    drive_distance: tuple = (0.0, 0.0)
 
 
 @dataclass
@@ -107,7 +110,8 @@ class Frame:
     labelled); depth float32 [H, W], metres along the optical axis, 0 for the sky; K [3, 3];
     T_base_optical [4, 4]; segments: list of dicts (id, category_id, is_thing, area,
     bbox [x, y, w, h]); footprints: list of (panoptic_id, polygon [4, 2]) of the obstacles in
-    the world frame; T_world_base: the robot's pose (identity for single frames);
+    the world frame; T_world_base: the robot's pose (identity for single frames unless
+    SimConfig.drive_distance moves it);
     occupancy: int8 [grid.height, grid.width] ground-truth grid (occupancy_gt.py) and grid:
     its GridSpec.
     """
@@ -393,11 +397,26 @@ class SimWorld:
                                               T_world_base))
 
 
+def along_road(distance, yaw):
+    """T_world_base of the robot `distance` metres from the world origin along heading yaw."""
+    transform = np.eye(4)
+    c, s = math.cos(yaw), math.sin(yaw)
+    transform[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    transform[:3, 3] = (distance * c, distance * s, 0.0)
+    return transform
+
+
 def render_random_frame(seed, config=SimConfig()):
-    """A new random scene seen by a random camera (the dataset's unit of work)."""
+    """A new random scene seen by a random camera (the dataset's unit of work), from the
+    world origin or, with config.drive_distance, from a random point along the main road."""
     with SimWorld(seed, config) as world:
         T, K = world.random_camera()
-        return world.render(T, K)
+        low, high = config.drive_distance
+        if high <= 0:                       # no draw: the frames of older datasets stay
+            return world.render(T, K)
+        return world.render(T, K, T_world_base=along_road(world.rng.uniform(low, high),
+                                                          world.road_yaw))
 
 
-__all__ = ['Body', 'Frame', 'SimConfig', 'SimWorld', 'render_random_frame', 'segments_of']
+__all__ = ['along_road', 'Body', 'Frame', 'SimConfig', 'SimWorld', 'render_random_frame',
+           'segments_of']
