@@ -67,7 +67,9 @@ model: setup model-data
 # CPU) with every branch (the control), without the Pyramid Pooling Module, without the
 # center heatmap, and with every branch and the zoom-in augmentation; and three epochs (2250
 # iterations, 33 to 36 min) on `train` and 3000 close-range frames (objects 0.3-6 m ahead);
-# and two epochs of `train6k` at the node's 384x288 input (1500 iterations, 62 min).
+# and the same three epochs on `train` and 3000 frames seen from a robot driven 0-8 m along
+# the road (65 min); and two epochs of `train6k` at the node's 384x288 input (1500
+# iterations, 62 min).
 ABLATION = models/stages/panoptic_branches_sim_ablation
 RETRAIN = $(TRAIN) --set model.borderness_map=true --set train.init_from=$(SHIPPED) \
 	--set train.epochs=1 --set train.lr=0.0005
@@ -81,6 +83,8 @@ model-ablation: setup model-data
 		--set export_to=$(ABLATION)_zoom.safetensors
 	$(RETRAIN) --set data.train_split=[train,train_close] --set train.epochs=3 \
 		--set out=runs/ablation_close --set export_to=$(ABLATION)_close.safetensors
+	$(RETRAIN) --set data.train_split=[train,train_drive] --set train.epochs=3 \
+		--set out=runs/ablation_drive --set export_to=$(ABLATION)_drive.safetensors
 	$(TRAIN) --set model.borderness_map=true --set model.input_size=[384,288] \
 		--set data.train_split=train6k --set train.init_from=$(SHIPPED) --set train.epochs=2 \
 		--set train.lr=0.0005 --set out=runs/branches_sim_stage7_384 \
@@ -101,6 +105,8 @@ model-data: setup
 		--width 320 --height 240
 	.venv/bin/panoptic-ros-sim export --out data/sim320 --split train_close --num 3000 --seed 4 \
 		--width 320 --height 240 --set area_x=[0.3,6.0] --set area_y=[-4.0,4.0]
+	.venv/bin/panoptic-ros-sim export --out data/sim320 --split train_drive --num 3000 --seed 5 \
+		--width 320 --height 240 --set drive_distance=[0.0,8.0]
 	.venv/bin/panoptic-ros-sim export --out data/sim320 --split val --num 200 --seed 2
 	.venv/bin/panoptic-ros-sim export --out data/sim_calib --split calib --num 200 --seed 21
 	.venv/bin/panoptic-ros-sim export --out data/sim_policy --split train --num 250 --seed 31

@@ -13,7 +13,8 @@ The Pyramid Pooling Module and the center heatmap were trained in from stage 2 o
 (`make model-ablation`) take the shipped weights, switch the branch off and train one more
 epoch, beside a control that trains the same epoch with every branch: what the network loses
 without the branch once it has adapted, not a separate training from ImageNet. The zoom-in
-augmentation row trains the same epoch with the data option `zoom: [0.5, 2.0]`.
+augmentation row trains the same epoch with the data option `zoom: [0.5, 2.0]`; the
+close-range and driving rows train three epochs on `train` and a second 3000-frame split.
 
 Usage: python benchmarks/bench_ablation.py [--limit N] [--rounds 3] [--repeats 20]
            [--val-root data/sim320] [--crowded-root data/sim_crowded_low]
@@ -71,6 +72,8 @@ ROWS = [
         ABLATION.format('zoom'), (0.2,)),
     Row('shipped + 2250 iterations, half on 3000 close-range frames (objects 0.3-6 m ahead)',
         ABLATION.format('close'), (0.2,)),
+    Row('shipped + 2250 iterations, half on 3000 frames seen from 0-8 m along the road',
+        ABLATION.format('drive'), (0.2,)),
     Row('shipped + 1500 iterations on 6000 frames at the 384x288 input', STAGE.format('7_384'),
         (0.2,)),
     Row('shipped, 384x288 input (trained at 320x240)', SHIPPED, (0.2,), input_size=(384, 288)),
