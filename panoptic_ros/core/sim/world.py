@@ -400,9 +400,8 @@ class SimWorld:
 def along_road(distance, yaw):
     """T_world_base of the robot `distance` metres from the world origin along heading yaw."""
     transform = np.eye(4)
-    c, s = math.cos(yaw), math.sin(yaw)
-    transform[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
-    transform[:3, 3] = (distance * c, distance * s, 0.0)
+    transform[:3, :3] = rotation_rpy(0.0, 0.0, yaw)
+    transform[:3, 3] = (distance * math.cos(yaw), distance * math.sin(yaw), 0.0)
     return transform
 
 
