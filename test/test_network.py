@@ -35,7 +35,8 @@ from panoptic_ros.core.checkpoint import (CheckpointError, load_checkpoint, load
                                           save_checkpoint)
 from panoptic_ros.core.data import (
     borderness, CocoPanopticDataset, collate, IGNORE, PanopticTargets, zoom_window)
-from panoptic_ros.core.inference import Decoder, DecodeConfig, FramePipeline, Preprocessor
+from panoptic_ros.core.inference import (Decoder, DecodeConfig, FramePipeline, Preprocessor,
+                                         semantic_vote)
 from panoptic_ros.core.losses import lpsnet_matches, PanopticLoss
 from panoptic_ros.core.model import (
     ENCODERS, IMAGENET_MEAN, IMAGENET_STD, load_encoder_weights,
@@ -722,3 +723,58 @@ def test_ddp_two_processes_with_torchrun(tiny_dataset, tmp_path):
     state = torch.load(tmp_path / 'ddp' / 'last_state.pt', weights_only=True)
     # 6 images split over 2 ranks: 3 each, batches of 2 with the last partial one dropped
     assert state['step'] == 1 and state['epoch'] == 1
+
+
+def test_semantic_vote_keeps_the_class_the_semantic_branch_gives_a_doubly_called_object():
+    """Two boxes of different classes on one object: the class that labels more semantic
+    cells of their intersection stays (Panoptic-DeepLab's majority vote); boxes apart, or
+    overlapping by no more than the IoU, stay both; a tie keeps the higher score."""
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0],       # table, best score
+                          [0.0, 4.0, 40.0, 40.0],       # droid on the same object: IoU 0.9
+                          [80.0, 80.0, 100.0, 100.0]])  # duck elsewhere
+    classes = torch.tensor([10, 7, 8])
+
+    def logits(sem_class):                               # the class map as logits [11, h, w]
+        return torch.nn.functional.one_hot(sem_class, 11).permute(2, 0, 1).float()
+
+    sem = torch.zeros(30, 30, dtype=torch.int64)        # cells of 4 px: grass
+    sem[1:10, 0:10] = 7                                 # the intersection: 90 droid cells
+    sem[1:4, 0:10] = 10                                 # and 30 table cells
+    assert semantic_vote(boxes, classes, logits(sem), 4.0, 0.5).tolist() == [1, 2]
+    sem[1:10, 0:10] = 10
+    assert semantic_vote(boxes, classes, logits(sem), 4.0, 0.5).tolist() == [0, 2]
+    sem[1:10, 0:10] = 2                                 # no vote for either: the score
+    assert semantic_vote(boxes, classes, logits(sem), 4.0, 0.5).tolist() == [0, 2]
+    assert semantic_vote(boxes, classes, logits(sem), 4.0, 0.9).tolist() == [0, 1, 2]
+    same_class = torch.tensor([10, 10, 8])               # per-class NMS's business, not this
+    assert semantic_vote(boxes, same_class, logits(sem), 4.0, 0.5).tolist() == [0, 1, 2]
+    # a box that lost votes no more: droid beats table (IoU 0.75); car overlaps table by
+    # 0.75, where table cells outnumber car's, but the droid box by 0.5 only: it stays
+    three = torch.tensor([[0.0, 0.0, 40.0, 40.0], [0.0, 0.0, 40.0, 30.0],
+                          [0.0, 10.0, 40.0, 40.0]])
+    sem[:] = 2
+    sem[0:8, 0:10] = 7
+    sem[8:10, 0:10] = 10
+    assert semantic_vote(three, torch.tensor([10, 7, 3]), logits(sem), 4.0, 0.6).tolist() == [1, 2]
+
+
+def test_decoder_settles_cross_class_duplicates_unless_turned_off():
+    config = default_model_config(**SMALL, box_head='lpsnet')
+    anchors = SingleShotPanoptic(config).anchors()
+    k = int(torch.nonzero((anchors[:, 0] == 60) & (anchors[:, 1] == 44)
+                          & (anchors[:, 2] - anchors[:, 0] == 8))[0])
+    a = anchors.shape[0]
+    raw = {'cls_logits': torch.full((1, a, 6), -10.0), 'bbox_regression': torch.zeros(1, a, 4),
+           'bbox_borderness': torch.full((1, a, 1), 10.0),
+           'sem_logits': torch.zeros(1, 10, 32, 40), 'center_offsets': torch.zeros(1, 2, 32, 40)}
+    raw['bbox_regression'][0, k] = 1.0       # the box (56, 40, 72, 56)
+    raw['cls_logits'][0, k, 1] = 2.0         # detection class 1 and, weaker, class 4
+    raw['cls_logits'][0, k, 4] = 1.0         # on the same box
+    first, second = config.thing_channels[1], config.thing_channels[4]
+    raw['sem_logits'][0, second, 10:20, 14:22] = 5.0     # the semantic branch says class 4
+    both = Decoder(anchors, config.thing_channels, DecodeConfig(cross_class_iou=1.0),
+                   box_head='lpsnet')
+    assert both(raw, 1.0, (128, 160)).classes.tolist() == [first, second]
+    vote = Decoder(anchors, config.thing_channels, DecodeConfig(), box_head='lpsnet')
+    net = vote(raw, 1.0, (128, 160))
+    assert net.classes.tolist() == [second] and net.boxes.tolist() == [[56.0, 40.0, 72.0, 56.0]]

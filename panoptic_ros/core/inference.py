@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 from torchvision.models.detection import _utils as det_utils
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from panoptic_ros.core.head import pad_detections, PanopticHead, PanopticHeadConfig
 from panoptic_ros.core.head.policies import REGISTRY
@@ -36,11 +36,14 @@ class DecodeConfig:
     topk_candidates: int = 1000      # best anchors kept before NMS
     max_detections: int = 100        # after NMS; also the head's padded slot count
     borderness_score: bool = True    # LPSNet box head: score = confidence x border-ness
+    cross_class_iou: float = 0.7     # different-class boxes overlapping more: one object
 
     def __post_init__(self):
-        if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f'score_threshold {self.score_threshold} must be in [0, 1] and '
-                             f'nms_iou {self.nms_iou} in (0, 1]')
+        if not 0.0 <= self.score_threshold <= 1.0 or not 0.0 < self.nms_iou <= 1.0 \
+                or not 0.0 < self.cross_class_iou <= 1.0:
+            raise ValueError(f'score_threshold {self.score_threshold} must be in [0, 1], '
+                             f'nms_iou {self.nms_iou} and cross_class_iou '
+                             f'{self.cross_class_iou} in (0, 1]')
         if self.topk_candidates < 1 or self.max_detections < 1:
             raise ValueError('topk_candidates and max_detections must be >= 1')
 
@@ -122,6 +125,9 @@ class Decoder:
         valid_h = math.ceil(round(h * scale) / OUTPUT_STRIDE)
         valid_w = math.ceil(round(w * scale) / OUTPUT_STRIDE)
         sem_logits = raw['sem_logits'][0, :, :valid_h, :valid_w]
+        if cfg.cross_class_iou < 1.0:
+            keep = keep[semantic_vote(boxes[keep], self.thing_channels[labels[keep]],
+                                      sem_logits, OUTPUT_STRIDE / scale, cfg.cross_class_iou)]
         center_offsets = raw['center_offsets'][0, :, :valid_h, :valid_w].float() * \
             (OUTPUT_STRIDE / scale)
         heatmap, borderness = (None if raw.get(name) is None else
@@ -133,6 +139,36 @@ class Decoder:
                              center_heatmap=heatmap,
                              borderness_map=None if borderness is None else
                              torch.sigmoid(borderness))
+
+
+def semantic_vote(boxes, classes, sem_logits, cell, iou):
+    """Which detections survive when the box head calls one object by two classes.
+
+    boxes [N, 4] camera pixels, in falling score order (as NMS returns them); classes [N]
+    semantic channels; sem_logits [C, h4, w4] on cells of `cell` camera pixels (their argmax
+    is taken only where two boxes meet). Two boxes of different classes overlapping by IoU >
+    `iou` are taken as one object, and the semantic branch decides its class, by
+    Panoptic-DeepLab's majority
+    vote: the box whose class labels more cells of their intersection stays, the other goes
+    (a tie keeps the higher score). Pairs are settled in score order, and a box that lost
+    no longer votes. Returns the indices kept, in their order.
+    """
+    overlap = box_iou(boxes, boxes) > iou
+    overlap &= (classes[:, None] != classes[None, :])
+    overlap = torch.triu(overlap, diagonal=1)
+    if not bool(overlap.any()):
+        return torch.arange(len(boxes), device=boxes.device)
+    alive = [True] * len(boxes)
+    for i, j in overlap.nonzero().tolist():        # row-major: i in score order
+        if not (alive[i] and alive[j]):
+            continue
+        x1, y1 = torch.maximum(boxes[i, :2], boxes[j, :2]).tolist()
+        x2, y2 = torch.minimum(boxes[i, 2:], boxes[j, 2:]).tolist()
+        cells = sem_logits[:, int(y1 // cell):math.ceil(y2 / cell),
+                           int(x1 // cell):math.ceil(x2 / cell)].argmax(0)
+        votes_i, votes_j = (int((cells == classes[k]).sum()) for k in (i, j))
+        alive[j if votes_i >= votes_j else i] = False
+    return torch.nonzero(torch.tensor(alive, device=boxes.device)).squeeze(1)
 
 
 def logit(p):

@@ -134,6 +134,11 @@ PARAMETERS = {
                              'and 0.4 the shipped model then scores best at 0.4)', live=True),
     'nms_iou': Spec(_decode.nms_iou, 'IoU of per-class non-maximum suppression', low=0.0,
                     high=1.0, low_open=True, live=True),
+    'cross_class_iou': Spec(_decode.cross_class_iou, 'two detections of different classes '
+                            'overlapping by more than this IoU are one object, whose class the '
+                            'semantic branch gives by majority vote in their overlap (the '
+                            'other detection is dropped); 1 = off', low=0.0, high=1.0,
+                            low_open=True, live=True),
     'max_detections': Spec(_decode.max_detections, 'detections kept per frame (the head\'s '
                                                    'instance slots; below label_divisor)',
                            low=1, high=_head.label_divisor - 1),
@@ -314,6 +319,7 @@ class Settings:
             bad('device', "must be 'cpu' or 'cuda[:N]'")
         decode = DecodeConfig(score_threshold=float(p['score_threshold']),
                               nms_iou=float(p['nms_iou']),
+                              cross_class_iou=float(p['cross_class_iou']),
                               max_detections=int(p['max_detections']),
                               borderness_score=bool(p['borderness_score']))
         head = PanopticHeadConfig(policy=p['overlap_policy'], unknowns=bool(p['unknowns']),
