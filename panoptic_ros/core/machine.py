@@ -10,3 +10,14 @@ def cpu_model():
             return next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (e.g. 'avx2', 'avx512_vnni'); empty where
+    there is none to read."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].split() for line in f
+                        if line.startswith('flags'))
+    except (OSError, StopIteration):
+        return []

@@ -1,0 +1,117 @@
+"""Benchmark: which convolutions an INT8 model keeps in float, measured on this CPU.
+
+onnxruntime runs a QDQ model's int8 convolutions with uint8 activations and int8 weights
+(U8S8). On an x86 CPU without VNNI (AVX2 only: many AMD EPYC and Ryzen, older Intel) its
+kernels add pairs of uint8 x int8 products in 16 bits, which saturate where large
+activations meet large weights of one sign; with VNNI the products are summed in 32 bits. So
+one INT8 file can score lower on one CPU than on another. This quantises the model once per
+--float-first value (the first N convolutions of the graph left in float, as
+`panoptic-ros-quantize --float-first N` does), scores each file on the split(s) and times
+the networks side by side against fp32 (interleaved rounds). Files go to a scratch folder;
+the shipped ones are not touched. Prints a table, writes it to --out.
+
+Usage: python benchmarks/bench_quantization.py [--model MODEL] [--input-size 384 288]
+           [--float-first 0 1 3 6] [--calib-root data/sim_calib --calib-split calib]
+           [--splits data/sim320:val data/sim_crowded_low:val] [--rounds 5]
+           [--out benchmarks/results/quantization_cpu.md]
+"""
+
+import argparse
+import copy
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from common import interleaved_p50s, machine_description, write_result
+from panoptic_ros.core.backends import make_backend
+from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.data import CocoPanopticDataset
+from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.machine import cpu_flags
+from panoptic_ros.core.quantization import int8_path, quantize_model
+from panoptic_ros.core.settings import default_model_path, PARAMETERS
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', type=Path, default=default_model_path())
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        default=PARAMETERS['input_size'].default)
+    parser.add_argument('--float-first', type=int, nargs='+', default=[0, 1, 3, 6])
+    parser.add_argument('--calib-root', type=Path, default=Path('data/sim_calib'))
+    parser.add_argument('--calib-split', default='calib')
+    parser.add_argument('--num', type=int, default=200, help='calibration frames')
+    parser.add_argument('--splits', nargs='+', default=['data/sim320:val',
+                                                        'data/sim_crowded_low:val'],
+                        metavar='ROOT:SPLIT')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/quantization_cpu.md'))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _ = load_checkpoint(args.model)
+    sized = model.at_input_size(tuple(args.input_size))
+    mc = sized.config
+    calib = CocoPanopticDataset(args.calib_root, args.calib_split, mc.input_size, mc.mean, mc.std)
+    frames = [calib.load(i)[0] for i in range(min(args.num, len(calib)))]
+    rows = []          # (label, backend, {split: scores})
+    with tempfile.TemporaryDirectory() as scratch:
+        backends = [('fp32', make_backend('onnxruntime', copy.deepcopy(sized), 'cpu',
+                                          cache_dir=Path('.cache'), threads=args.threads))]
+        for n in args.float_first:
+            folder = Path(scratch) / f'float_first_{n}'
+            folder.mkdir()
+            weights = folder / args.model.name
+            shutil.copy(args.model, weights)
+            quantize_model(sized, frames, int8_path(weights, input_size=mc.input_size),
+                           cache_dir=folder, float_first=n)
+            backend = make_backend('onnxruntime_int8', copy.deepcopy(sized), 'cpu',
+                                   cache_dir=folder, threads=args.threads, model_path=weights)
+            if backend.name != 'onnxruntime_int8':
+                raise SystemExit(f'the INT8 file for --float-first {n} did not load')
+            backends.append((f'INT8, first {n} convolutions in float', backend))
+        for label, backend in backends:
+            scores = {}
+            for split in args.splits:
+                root, name = split.split(':')
+                scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
+                print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
+            rows.append((label, scores))
+        p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
+                                args.threads)
+    flags = cpu_flags()
+    vnni = [f for f in flags if 'vnni' in f]
+    lines = [f'# INT8 quantisation on this CPU: {args.model.name}, input '
+             '{}x{}'.format(*mc.input_size), '',
+             f'Machine: {machine_description()}; VNNI: {", ".join(vnni) if vnni else "none"} '
+             f'({"avx2" if "avx2" in flags else "no avx2"}). Calibration: {len(frames)} frames '
+             f'of {args.calib_root}/{args.calib_split}; onnxruntime; decoding and head at the '
+             f'node\'s defaults ({DecodeConfig()}, overlap policy '
+             f'{PARAMETERS["overlap_policy"].default}). Network: p50 of each interleaved '
+             'round, median (range) '
+             f'over {args.rounds} rounds of {args.repeats} runs.',
+             f'Command: `python benchmarks/bench_quantization.py {" ".join(sys.argv[1:])}`', '',
+             '| network | '
+             + ' | '.join(f'{s}: PQ / PQ_th / PQ_st / mIoU / box AP' for s in args.splits)
+             + ' | network p50 (ms) |',
+             '|---' * (2 + len(args.splits)) + '|']
+    for (label, scores), rounds in zip(rows, p50s):
+        cells = []
+        for split in args.splits:
+            s = scores[split]
+            pq = s['pq']
+            cells.append(f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / "
+                         f"{pq['stuff']['pq']:.1f} / {s['miou']:.1f} / {s['box_ap']['ap']:.1f}")
+        lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {statistics.median(rounds):.1f} '
+                     f'({min(rounds):.1f}–{max(rounds):.1f}) |')
+    write_result('\n'.join(lines) + '\n', args.out)
+
+
+if __name__ == '__main__':
+    main()
