@@ -109,7 +109,8 @@ def main():
              f"Sequence {args.sequence} (seed {sequence.meta['seed']}, {len(frames)} frames, "
              f'{len(instances)} thing '
              f'instances), {NODE_POLICY} head unless a row names another '
-             'overlap policy. Per thing class: PQ (matched / false '
+             f'overlap policy, cross_class_iou {DecodeConfig.cross_class_iou:g} (1 = off). '
+             'Per thing class: PQ (matched / false '
              'positives / missed segments over all frames); "-" where the class is in neither '
              'the ground truth nor the predictions (left out of the mean).', '',
              f'Command: `python benchmarks/bench_demo_sequence.py {" ".join(sys.argv[1:])}`', '',
