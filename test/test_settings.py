@@ -28,6 +28,7 @@ def test_settings_validation_and_yaml_agree():
     assert Settings.from_params(params).input_size == (384, 288)
     assert Settings.from_params({'input_size': [0, 0]}).input_size is None   # the model's own
     assert Settings.from_params({'input_size': [448, 336]}).input_size == (448, 336)
+    assert Settings.from_params({'cross_class_iou': 1.0}).decode.cross_class_iou == 1.0
     for name, value in (('backend', 'tensorflow'), ('score_threshold', 1.5),
                         ('grid_resolution', 0.0), ('camera_xyz', [0.0, 0.0, -1.0]),
                         ('outputs', ['panoptic', 'everything']), ('ground_cost', 100),
@@ -35,7 +36,8 @@ def test_settings_validation_and_yaml_agree():
                         ('footprint_priors', [1.0, 0.5, 0.0]), ('footprint_scale', 0.0),
                         ('footprint_classes', ['road', 'car']), ('input_size', [448, 330]),
                         ('input_size', [440, 336]), ('input_size', [448]),
-                        ('input_size', [0, 16])):
+                        ('input_size', [0, 16]), ('cross_class_iou', 0.0),
+                        ('cross_class_iou', 1.5)):
         with pytest.raises(ValueError, match=f'{name}='):
             Settings.from_params({name: value})
     with pytest.raises(ValueError, match="footprint_priors=.*'car'.*width <= length"):
