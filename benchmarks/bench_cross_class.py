@@ -11,6 +11,7 @@ in one evaluation, whose thing PQ a single stray detection moves far less than o
 
 Usage: python benchmarks/bench_cross_class.py [--ious 1 0.7 0.5]
            [--backends onnxruntime onnxruntime_int8] [--seeds 11 12 13 14 15]
+           [--model MODEL --input-size W H --score-threshold T]
            [--out benchmarks/results/cross_class_cpu.md]
 """
 
@@ -41,6 +42,8 @@ def main():
     parser.add_argument('--backends', nargs='+', default=['onnxruntime', 'onnxruntime_int8'])
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         default=PARAMETERS['input_size'].default)
+    parser.add_argument('--score-threshold', type=float, default=DecodeConfig.score_threshold,
+                        help='the light model scores best at 0.4')
     parser.add_argument('--splits', nargs='+', default=['data/sim320:val',
                                                         'data/sim_crowded_low:val'],
                         metavar='ROOT:SPLIT')
@@ -67,7 +70,8 @@ def main():
         if backend.name != name:
             raise SystemExit(f'{name} is not available for {args.model}')
         for iou in args.ious:
-            pipeline = FramePipeline(backend, DecodeConfig(cross_class_iou=iou))
+            pipeline = FramePipeline(backend, DecodeConfig(score_threshold=args.score_threshold,
+                                                           cross_class_iou=iou))
             cells = []
             for split in args.splits:
                 root, split_name = split.split(':')
@@ -95,8 +99,9 @@ def main():
             rows.append(row)
     lines = [f'# Cross-class semantic vote: {args.model.name}, input '
              '{}x{}'.format(*args.input_size), '',
-             f'Machine: {machine_description()}. Score threshold, NMS and head at the node\'s '
-             'defaults; cross_class_iou "off" is 1 (the vote never runs). Splits: PQ / PQ_th / '
+             f'Machine: {machine_description()}. Score threshold {args.score_threshold:g}; NMS '
+             'and head at the node\'s defaults; cross_class_iou "off" is 1 (the vote never '
+             'runs). Splits: PQ / PQ_th / '
              f'box AP. Sequences: seeds {", ".join(map(str, args.seeds))}, 60 frames each '
              '(rendered as the demo renders its own); things PQ per sequence, their mean, '
              'and every frame pooled in one evaluation: PQ / PQ_th (thing segments matched / '
