@@ -499,17 +499,24 @@ def test_zoom_window_enlarges_the_chosen_corner_and_keeps_segment_ids(tiny_datas
                             config.std, zoom=(1.5, 2.0))
 
 
-def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
-    # One location of p3 at (64, 48) in a 160 x 128 input (scale 1): distances (l, t, r, b)
-    # normalised by the location box's side 8 -> the box; score = confidence x border-ness.
+def lpsnet_outputs_at_one_location(borderness_logit):
+    """(config, anchors, k, raw): LPSNet box-head outputs of a small model on a 160 x 128
+    input where nothing scores, and k, the index of the p3 location at (64, 48)."""
     config = default_model_config(**SMALL, box_head='lpsnet')
     anchors = SingleShotPanoptic(config).anchors()
     k = int(torch.nonzero((anchors[:, 0] == 60) & (anchors[:, 1] == 44)
                           & (anchors[:, 2] - anchors[:, 0] == 8))[0])
     a = anchors.shape[0]
     raw = {'cls_logits': torch.full((1, a, 6), -10.0), 'bbox_regression': torch.zeros(1, a, 4),
-           'bbox_borderness': torch.zeros(1, a, 1), 'sem_logits': torch.zeros(1, 10, 32, 40),
-           'center_offsets': torch.zeros(1, 2, 32, 40)}
+           'bbox_borderness': torch.full((1, a, 1), borderness_logit),
+           'sem_logits': torch.zeros(1, 10, 32, 40), 'center_offsets': torch.zeros(1, 2, 32, 40)}
+    return config, anchors, k, raw
+
+
+def test_lpsnet_decode_boxes_from_locations_and_score_times_borderness():
+    # One location of p3 at (64, 48) in a 160 x 128 input (scale 1): distances (l, t, r, b)
+    # normalised by the location box's side 8 -> the box; score = confidence x border-ness.
+    config, anchors, k, raw = lpsnet_outputs_at_one_location(0.0)
     raw['cls_logits'][0, k, 1] = 2.0
     raw['bbox_regression'][0, k] = torch.tensor([1.0, 0.5, 2.0, 3.0])   # x 8 px
     decoder = Decoder(anchors, config.thing_channels,
@@ -759,14 +766,7 @@ def test_semantic_vote_keeps_the_class_the_semantic_branch_gives_a_doubly_called
 
 
 def test_decoder_settles_cross_class_duplicates_unless_turned_off():
-    config = default_model_config(**SMALL, box_head='lpsnet')
-    anchors = SingleShotPanoptic(config).anchors()
-    k = int(torch.nonzero((anchors[:, 0] == 60) & (anchors[:, 1] == 44)
-                          & (anchors[:, 2] - anchors[:, 0] == 8))[0])
-    a = anchors.shape[0]
-    raw = {'cls_logits': torch.full((1, a, 6), -10.0), 'bbox_regression': torch.zeros(1, a, 4),
-           'bbox_borderness': torch.full((1, a, 1), 10.0),
-           'sem_logits': torch.zeros(1, 10, 32, 40), 'center_offsets': torch.zeros(1, 2, 32, 40)}
+    config, anchors, k, raw = lpsnet_outputs_at_one_location(10.0)
     raw['bbox_regression'][0, k] = 1.0       # the box (56, 40, 72, 56)
     raw['cls_logits'][0, k, 1] = 2.0         # detection class 1 and, weaker, class 4
     raw['cls_logits'][0, k, 4] = 1.0         # on the same box
