@@ -34,9 +34,9 @@ def main(argv=None):
     parser.add_argument('--keep-float', nargs='*', default=[], metavar='NODE',
                         help='ONNX node names to leave in float (a layer that quantises badly)')
     parser.add_argument('--float-first', type=int, default=0, metavar='N',
-                        help='leave the first N convolutions (the encoder\'s stem) in float; '
-                             'on x86 CPUs without VNNI the first layers lose most to int8 '
-                             '(benchmarks/bench_quantization.py measures it)')
+                        help='leave the first N convolutions (the encoder\'s stem) in float '
+                             '(benchmarks/bench_quantization.py measures what each N gains and '
+                             'costs on this CPU; it matters most on x86 without VNNI)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         help='network input size, if not the one the model was trained at')
     parser.add_argument('--out', type=Path)

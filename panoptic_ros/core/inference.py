@@ -147,11 +147,10 @@ def semantic_vote(boxes, classes, sem_logits, cell, iou):
     boxes [N, 4] camera pixels, in falling score order (as NMS returns them); classes [N]
     semantic channels; sem_logits [C, h4, w4] on cells of `cell` camera pixels (their argmax
     is taken only where two boxes meet). Two boxes of different classes overlapping by IoU >
-    `iou` are taken as one object, and the semantic branch decides its class, by
-    Panoptic-DeepLab's majority
-    vote: the box whose class labels more cells of their intersection stays, the other goes
-    (a tie keeps the higher score). Pairs are settled in score order, and a box that lost
-    no longer votes. Returns the indices kept, in their order.
+    `iou` are taken as one object, and the semantic branch decides its class by
+    Panoptic-DeepLab's majority vote: the box whose class labels more cells of their
+    intersection stays, the other goes (a tie keeps the higher score). Pairs are settled in
+    score order, and a box that lost no longer votes. Returns the indices kept, in order.
     """
     overlap = box_iou(boxes, boxes) > iou
     overlap &= (classes[:, None] != classes[None, :])
