@@ -4,7 +4,9 @@ Verifies: the images of a folder arrive in name order as rgb8 with the file's pi
 configured frame_id; camera_info carries the calibration's K and D with the image's stamp;
 a video file is read too; without a calibration a pinhole guess is published with a warning;
 a missing source and a calibration without camera_matrix stop the node with exit code 2 and
-a message naming them. Does not verify USB devices (none here) or the publishing rate.
+a message naming them; the first-frame gate (wait_for_subscribers) opens only after the
+subscribers have been matched for its settle time. Does not verify USB devices (none here)
+or the publishing rate.
 """
 
 import subprocess
@@ -118,3 +120,26 @@ def test_bad_source_and_calibration_exit_2(tmp_path, ros_env):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert 'bad.yaml' in result.stderr and 'camera_matrix' in result.stderr
+
+
+def test_first_frame_gate_waits_until_subscribers_have_settled(ros_env):
+    # The first frame goes once the publishers have had their subscribers for `settle`
+    # seconds (both ends of a DDS match then know each other), and not while one is missing.
+    from sensor_msgs.msg import CameraInfo, Image
+    from panoptic_ros.ros.runner import FirstFrameGate
+    with rclpy_node(ros_env, 'gate_test') as node:
+        image_pub = node.create_publisher(Image, 'gate/image', 1)
+        info_pub = node.create_publisher(CameraInfo, 'gate/camera_info', 1)
+        gate = FirstFrameGate(1, settle=0.5)
+        assert not gate(image_pub, [info_pub], now=0.0)
+        node.create_subscription(Image, 'gate/image', lambda msg: None, 1)
+        info_sub = node.create_subscription(CameraInfo, 'gate/camera_info', lambda msg: None, 1)
+        assert spin_until(node, lambda: image_pub.get_subscription_count() == 1
+                          and info_pub.get_subscription_count() == 1, 20)
+        assert not gate(image_pub, [info_pub], now=1.0)     # matched: the wait starts
+        assert not gate(image_pub, [info_pub], now=1.4)
+        assert gate(image_pub, [info_pub], now=1.5)
+        node.destroy_subscription(info_sub)
+        assert spin_until(node, lambda: info_pub.get_subscription_count() == 0, 20)
+        assert not gate(image_pub, [info_pub], now=2.0)     # camera_info lost its subscriber
+        assert FirstFrameGate(0)(image_pub, [info_pub])     # 0: never waits

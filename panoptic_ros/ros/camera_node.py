@@ -6,7 +6,8 @@ calibration YAML of camera_calibration / camera_info_manager: image_width, image
 camera_matrix, distortion_model, distortion_coefficients, rectification_matrix,
 projection_matrix; without one, a pinhole guess from `fallback_fov_deg` is published and a
 warning logged). Stamps are the capture time; frame_id is `frame_id`. With
-`wait_for_subscribers` N > 0 the first frame waits until `image` has N subscribers.
+`wait_for_subscribers` N > 0 the first frame waits until `image` has had N subscribers
+for half a second.
 """
 
 from pathlib import Path
@@ -25,7 +26,7 @@ from panoptic_ros.core.settings import Spec
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg
 from panoptic_ros.ros.parameters import BadParameter, declare_parameters
-from panoptic_ros.ros.runner import run_node, subscribed
+from panoptic_ros.ros.runner import FirstFrameGate, run_node
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
 PARAMETERS = {
@@ -37,9 +38,10 @@ PARAMETERS = {
     'calibration_file': Spec('', 'camera_calibration YAML; empty = pinhole guess'),
     'fallback_fov_deg': Spec(60.0, 'vertical field of view of the pinhole guess (degrees)',
                              low=1.0, high=179.0),
-    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has this many '
-                                    'subscribers and camera_info one (no frame of a file '
-                                    'lost to discovery); 0: do not wait', low=0, high=100),
+    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has had this many '
+                                    'subscribers and camera_info one for 0.5 s (no frame '
+                                    'of a file lost to discovery); 0: do not wait', low=0,
+                                 high=100),
 }
 
 
@@ -128,11 +130,11 @@ class CameraNode(Node):
         self.info_pub = self.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
         self.finished = False
         self.published = 0
+        self.first_frame_gate = FirstFrameGate(p['wait_for_subscribers'])
         self.create_timer(1.0 / p['rate'], self.tick)
 
     def tick(self):
-        if self.published == 0 and not subscribed(self.image_pub, [self.info_pub],
-                                                  self.p['wait_for_subscribers']):
+        if self.published == 0 and not self.first_frame_gate(self.image_pub, [self.info_pub]):
             self.get_logger().info('waiting for subscribers', throttle_duration_sec=5.0)
             return
         rgb = self.source.read()

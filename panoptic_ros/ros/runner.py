@@ -8,6 +8,7 @@ fault prints its type and message and exits with 1.
 """
 
 import sys
+import time
 
 import rclpy
 from rclpy.exceptions import ParameterException
@@ -41,9 +42,32 @@ def run_node(node_class, prog, args=None, start_errors=()):
 
 
 def subscribed(image_pub, other_pubs, image_subscribers):
-    """Whether a camera may send its first frame: `image_pub` has image_subscribers
-    subscribers and each of other_pubs one (always, when image_subscribers is 0)."""
+    """Whether `image_pub` has image_subscribers subscribers and each of other_pubs one
+    (always, when image_subscribers is 0)."""
     if image_subscribers <= 0:
         return True
     return image_pub.get_subscription_count() >= image_subscribers and \
         all(pub.get_subscription_count() > 0 for pub in other_pubs)
+
+
+class FirstFrameGate:
+    """Whether a camera may send its first frame: once its publishers have had their
+    subscribers (`subscribed`) for `settle` seconds. DDS matches the two ends of a topic
+    one at a time: a publisher counts a subscriber it has matched while that subscriber may
+    not have matched the publisher yet, and drops a best-effort sample from it; the wait
+    lets both ends finish."""
+
+    def __init__(self, image_subscribers, settle=0.5):
+        self.image_subscribers = image_subscribers
+        self.settle = settle
+        self.since = None
+
+    def __call__(self, image_pub, other_pubs, now=None):
+        if self.image_subscribers <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        if not subscribed(image_pub, other_pubs, self.image_subscribers):
+            self.since = None
+            return False
+        self.since = now if self.since is None else self.since
+        return now - self.since >= self.settle

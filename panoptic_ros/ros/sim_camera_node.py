@@ -16,8 +16,9 @@ front/ground_truth/panoptic, ...; frame_id <name>_optical), all cameras of a mom
 stamp, plus ground_truth/occupancy (the fused grid's ground truth) and `odom`
 (nav_msgs/Odometry, frame odom, child base_frame_id: the robot's pose at that stamp).
 At the end of a sequence: `loop` true starts over, false shuts the node down.
-`wait_for_subscribers` N > 0 holds the first frame until `image` has N subscribers and every
-other topic one (the demo uses it so that no replayed frame is lost to DDS discovery).
+`wait_for_subscribers` N > 0 holds the first frame until `image` has had N subscribers and
+every other topic one for half a second (the demo uses it so that no replayed frame is lost to
+DDS discovery; runner.FirstFrameGate says why the half second).
 """
 
 import math
@@ -40,7 +41,7 @@ from panoptic_ros.msg import PanopticSegmentation
 from panoptic_ros.ros.image_codec import numpy_to_image
 from panoptic_ros.ros.messages import camera_info_msg, occupancy_msg, panoptic_msg
 from panoptic_ros.ros.parameters import declare_parameters
-from panoptic_ros.ros.runner import run_node, subscribed
+from panoptic_ros.ros.runner import FirstFrameGate, run_node
 
 PARAMETERS = {
     'sequence': Spec('', 'folder of a rendered sequence; empty renders random scenes live'),
@@ -50,9 +51,10 @@ PARAMETERS = {
     'frame_id': Spec('camera_optical', 'frame_id of images and labels (camera optical frame)'),
     'base_frame_id': Spec('base_link', 'frame of the ground-truth occupancy grid'),
     'publish_ground_truth': Spec(True, 'also publish ground_truth/panoptic and /occupancy'),
-    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has this many '
-                                    'subscribers and every other topic one (a replay then '
-                                    'loses no frame to discovery); 0: do not wait',
+    'wait_for_subscribers': Spec(0, 'hold the first frame until `image` has had this many '
+                                    'subscribers and every other topic one for 0.5 s (a '
+                                    'replay then loses no frame to discovery); 0: do not '
+                                    'wait',
                                  low=0, high=100),
     'seed': Spec(0, 'live rendering: seed of the first scene (one new scene per frame)',
                  low=0, high=2 ** 31 - 1),
@@ -71,6 +73,7 @@ class SimCameraNode(Node):
             if values['sequence'] and self.rig is None else None
         self.index = 0
         self.published = 0
+        self.first_frame_gate = FirstFrameGate(self.p['wait_for_subscribers'])
         self.finished = False
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         names = [c.name for c in self.rig.cameras] if self.rig else ['']
@@ -122,7 +125,7 @@ class SimCameraNode(Node):
         others = [info_pub]
         if self.p['publish_ground_truth']:
             others += [panoptic_pub, self.grid_pub]
-        return subscribed(image_pub, others, self.p['wait_for_subscribers'])
+        return self.first_frame_gate(image_pub, others)
 
     def tick(self):
         if self.published == 0 and not self._may_start():
