@@ -3,21 +3,25 @@
 import platform
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo, else what platform knows ('x86_64')."""
+def _cpuinfo(key):
+    """The value of the first /proc/cpuinfo line whose name is `key`, or None."""
     try:
         with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+            for line in f:
+                name, _, value = line.partition(':')
+                if name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else what platform knows ('x86_64')."""
+    return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 
 def cpu_flags():
     """The CPU's feature flags from /proc/cpuinfo (e.g. 'avx2', 'avx512_vnni'); empty where
     there is none to read."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].split() for line in f
-                        if line.startswith('flags'))
-    except (OSError, StopIteration):
-        return []
+    return (_cpuinfo('flags') or '').split()
