@@ -41,21 +41,13 @@ def run_node(node_class, prog, args=None, start_errors=()):
     return code
 
 
-def subscribed(image_pub, other_pubs, image_subscribers):
-    """Whether `image_pub` has image_subscribers subscribers and each of other_pubs one
-    (always, when image_subscribers is 0)."""
-    if image_subscribers <= 0:
-        return True
-    return image_pub.get_subscription_count() >= image_subscribers and \
-        all(pub.get_subscription_count() > 0 for pub in other_pubs)
-
-
 class FirstFrameGate:
-    """Whether a camera may send its first frame: once its publishers have had their
-    subscribers (`subscribed`) for `settle` seconds. DDS matches the two ends of a topic
-    one at a time: a publisher counts a subscriber it has matched while that subscriber may
-    not have matched the publisher yet, and drops a best-effort sample from it; the wait
-    lets both ends finish."""
+    """Whether a camera may send its first frame: once `image_pub` has had
+    `image_subscribers` subscribers and each of the other publishers one for `settle`
+    seconds (always, when image_subscribers is 0). DDS matches the two ends of a topic one
+    at a time: a publisher counts a subscriber it has matched while that subscriber may not
+    have matched the publisher yet, and drops a best-effort sample from it; the wait lets
+    both ends finish."""
 
     def __init__(self, image_subscribers, settle=0.5):
         self.image_subscribers = image_subscribers
@@ -66,7 +58,8 @@ class FirstFrameGate:
         if self.image_subscribers <= 0:
             return True
         now = time.monotonic() if now is None else now
-        if not subscribed(image_pub, other_pubs, self.image_subscribers):
+        if image_pub.get_subscription_count() < self.image_subscribers or \
+                any(pub.get_subscription_count() == 0 for pub in other_pubs):
             self.since = None
             return False
         self.since = now if self.since is None else self.since
