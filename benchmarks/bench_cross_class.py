@@ -23,16 +23,14 @@ import sys
 import numpy as np
 import torch
 
+from bench_demo_sequence import CATEGORIES, score, sequence_frames
 from common import machine_description, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
-from panoptic_ros.core.evaluation import evaluate_pipeline, predicted_segments
+from panoptic_ros.core.evaluation import evaluate_pipeline
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.metrics import PanopticEvaluator
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
-from panoptic_ros.core.sim.sequence import render_sequence, Sequence
-from panoptic_ros.core.sim.taxonomy import CLASSES
-from panoptic_ros.core.sim.world import SimConfig
 
 
 def main():
@@ -52,15 +50,7 @@ def main():
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/cross_class_cpu.md'))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    categories = [{'id': c.id, 'name': c.name, 'isthing': c.is_thing} for c in CLASSES]
-    by_id = {c['id']: c for c in categories}
-    sequences = {}
-    for seed in args.seeds:
-        folder = Path(f'out/demo/sequence_{seed}_60')
-        if not (folder / 'sequence.json').is_file():      # as the demo renders it, once
-            render_sequence(folder, seed, 60, fps=10.0, config=SimConfig())
-        sequence = Sequence(folder)
-        sequences[seed] = [sequence[k] for k in range(len(sequence))]
+    sequences = {seed: sequence_frames(seed)[1] for seed in args.seeds}
     model, _ = load_checkpoint(args.model)
     sized = model.at_input_size(tuple(args.input_size))
     rows = []
@@ -78,16 +68,9 @@ def main():
                 s = evaluate_pipeline(pipeline, Path(root), split_name)
                 cells.append(f"{s['pq']['all']['pq']:.1f} / {s['pq']['things']['pq']:.1f} / "
                              f"{s['box_ap']['ap']:.1f}")
-            pooled, things = PanopticEvaluator(by_id), []
-            for frames in sequences.values():
-                one = PanopticEvaluator(by_id)
-                for frame in frames:
-                    ids, segments = predicted_segments(pipeline(np.ascontiguousarray(
-                        frame['rgb'])), categories)
-                    truth = {s['id']: s for s in frame['segments']}
-                    for evaluator in (one, pooled):
-                        evaluator.add(frame['panoptic'], truth, ids, segments)
-                things.append(one.panoptic_quality()['things']['pq'])
+            pooled = PanopticEvaluator({c['id']: c for c in CATEGORIES})
+            things = [score(pipeline, frames, CATEGORIES, also=[pooled])['things']['pq']
+                      for frames in sequences.values()]
             pq = pooled.panoptic_quality()
             counts = [sum(c[k] for c in pq['per_class'].values() if c['isthing'])
                       for k in ('tp', 'fp', 'fn')]

@@ -69,12 +69,29 @@ ROWS = [Row('onnxruntime_int8', input_size=NODE_SIZE), Row('onnxruntime', input_
         Row('onnxruntime', input_size=(448, 336))]
 
 
-def score(pipeline, frames, categories):
+CATEGORIES = [{'id': c.id, 'name': c.name, 'isthing': c.is_thing} for c in CLASSES]
+
+
+def sequence_frames(seed, folder=None):
+    """(Sequence, its frames): the 60-frame sim sequence of `seed` in `folder` (default
+    out/demo/sequence_<seed>_60), rendered there as the demo renders its own if missing."""
+    folder = folder or Path(f'out/demo/sequence_{seed}_60')
+    if not (folder / 'sequence.json').is_file():
+        render_sequence(folder, seed, 60, fps=10.0, config=SimConfig())
+    sequence = Sequence(folder)
+    return sequence, [sequence[k] for k in range(len(sequence))]
+
+
+def score(pipeline, frames, categories, also=()):
+    """PQ of `pipeline` on `frames`; each frame is also added to the evaluators in `also`
+    (for example one that pools several sequences)."""
     evaluator = PanopticEvaluator({c['id']: c for c in categories})
     for frame in frames:
         ids, segments = predicted_segments(pipeline(np.ascontiguousarray(frame['rgb'])),
                                            categories)
-        evaluator.add(frame['panoptic'], {s['id']: s for s in frame['segments']}, ids, segments)
+        truth = {s['id']: s for s in frame['segments']}
+        for each in (evaluator, *also):
+            each.add(frame['panoptic'], truth, ids, segments)
     return evaluator.panoptic_quality()
 
 
@@ -96,11 +113,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.sequence = args.sequence or Path(f'out/demo/sequence_{args.seed}_60')
-    if not (args.sequence / 'sequence.json').is_file():   # as the demo renders it, once
-        render_sequence(args.sequence, args.seed, 60, fps=10.0, config=SimConfig())
-    sequence = Sequence(args.sequence)
-    frames = [sequence[k] for k in range(len(sequence))]
-    categories = [{'id': c.id, 'name': c.name, 'isthing': c.is_thing} for c in CLASSES]
+    sequence, frames = sequence_frames(args.seed, args.sequence)
+    categories = CATEGORIES
     things = [c.name for c in CLASSES if c.is_thing]
     instances = {s['id'] for f in frames for s in f['segments'] if s['is_thing']}
     model, _ = load_checkpoint(args.model)
