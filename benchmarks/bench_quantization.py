@@ -6,18 +6,23 @@ kernels add pairs of uint8 x int8 products in 16 bits, which saturate where larg
 activations meet large weights of one sign; with VNNI the products are summed in 32 bits. So
 one INT8 file can score lower on one CPU than on another. This quantises the model once per
 --float-first value (the first N convolutions of the graph left in float, as
-`panoptic-ros-quantize --float-first N` does), scores each file on the split(s) and times
-the networks side by side against fp32 (interleaved rounds). Files go to a scratch folder;
-the shipped ones are not touched. Prints a table, writes it to --out.
+`panoptic-ros-quantize --float-first N` does) and per --quantise choice ('all': every op
+onnxruntime quantises; 'conv': the convolutions alone, element-wise ops between them in float,
+as `--convolutions-only` does), scores each file on the split(s) and times the networks side
+by side against fp32 (interleaved rounds). Files go to a scratch folder; the shipped ones are
+not touched. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_quantization.py [--model MODEL] [--input-size 384 288]
-           [--float-first 0 1 3 6] [--calib-root data/sim_calib --calib-split calib]
+           [--float-first 0 1 3 6] [--quantise all conv]
+           [--calib-root data/sim_calib --calib-split calib]
            [--splits data/sim320:val data/sim_crowded_low:val] [--rounds 5]
+--splits with no split: the timing alone.
            [--out benchmarks/results/quantization_cpu.md]
 """
 
 import argparse
 import copy
+import itertools
 import shutil
 import statistics
 import sys
@@ -43,10 +48,12 @@ def main():
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         default=PARAMETERS['input_size'].default)
     parser.add_argument('--float-first', type=int, nargs='+', default=[0, 1, 3, 6])
+    parser.add_argument('--quantise', nargs='+', choices=('all', 'conv'), default=['all'],
+                        help="which ops: 'all' quantisable ones, or 'conv'volutions only")
     parser.add_argument('--calib-root', type=Path, default=Path('data/sim_calib'))
     parser.add_argument('--calib-split', default='calib')
     parser.add_argument('--num', type=int, default=200, help='calibration frames')
-    parser.add_argument('--splits', nargs='+', default=['data/sim320:val',
+    parser.add_argument('--splits', nargs='*', default=['data/sim320:val',
                                                         'data/sim_crowded_low:val'],
                         metavar='ROOT:SPLIT')
     parser.add_argument('--threads', type=int, default=2)
@@ -64,18 +71,19 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         backends = [('fp32', make_backend('onnxruntime', copy.deepcopy(sized), 'cpu',
                                           cache_dir=Path('.cache'), threads=args.threads))]
-        for n in args.float_first:
-            folder = Path(scratch) / f'float_first_{n}'
+        for ops, n in itertools.product(args.quantise, args.float_first):
+            folder = Path(scratch) / f'{ops}_float_first_{n}'
             folder.mkdir()
             weights = folder / args.model.name
             shutil.copy(args.model, weights)
             quantize_model(sized, frames, int8_path(weights, input_size=mc.input_size),
-                           cache_dir=folder, float_first=n)
+                           cache_dir=folder, float_first=n, convolutions_only=ops == 'conv')
             backend = make_backend('onnxruntime_int8', copy.deepcopy(sized), 'cpu',
                                    cache_dir=folder, threads=args.threads, model_path=weights)
             if backend.name != 'onnxruntime_int8':
                 raise SystemExit(f'the INT8 file for --float-first {n} did not load')
-            backends.append((f'INT8, first {n} convolutions in float', backend))
+            which = 'convolutions only' if ops == 'conv' else 'all ops'
+            backends.append((f'INT8 ({which}), first {n} convolutions in float', backend))
         for label, backend in backends:
             scores = {}
             for split in args.splits:
@@ -87,6 +95,7 @@ def main():
                                 args.threads)
     flags = cpu_flags()
     vnni = [f for f in flags if 'vnni' in f]
+    header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
     lines = [f'# INT8 quantisation on this CPU: {args.model.name}, input '
              '{}x{}'.format(*mc.input_size), '',
              f'Machine: {machine_description()}; VNNI: {", ".join(vnni) if vnni else "none"} '
@@ -97,9 +106,7 @@ def main():
              'round, median (range) '
              f'over {args.rounds} rounds of {args.repeats} runs.',
              f'Command: `python benchmarks/bench_quantization.py {" ".join(sys.argv[1:])}`', '',
-             '| network | '
-             + ' | '.join(f'{s}: PQ / PQ_th / PQ_st / mIoU / box AP' for s in args.splits)
-             + ' | network p50 (ms) |',
+             '| ' + ' | '.join(['network', *header, 'network p50 (ms)']) + ' |',
              '|---' * (2 + len(args.splits)) + '|']
     for (label, scores), rounds in zip(rows, p50s):
         cells = []
@@ -108,8 +115,8 @@ def main():
             pq = s['pq']
             cells.append(f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / "
                          f"{pq['stuff']['pq']:.1f} / {s['miou']:.1f} / {s['box_ap']['ap']:.1f}")
-        lines.append(f'| {label} | ' + ' | '.join(cells) + f' | {statistics.median(rounds):.1f} '
-                     f'({min(rounds):.1f}–{max(rounds):.1f}) |')
+        time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
+        lines.append('| ' + ' | '.join([label, *cells, time]) + ' |')
     write_result('\n'.join(lines) + '\n', args.out)
 
 

@@ -1,7 +1,7 @@
 """panoptic-ros-quantize: the INT8 model of a checkpoint, calibrated on rendered frames.
 
   panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT [--num 200]
-      [--flavour cpu|tensorrt] [--float-first N] [--keep-float NODE ...]
+      [--flavour cpu|tensorrt] [--float-first N] [--convolutions-only] [--keep-float NODE ...]
       [--input-size W H] [--out FILE]
 
 Reads the first --num camera images of a COCO-panoptic split (a split apart from the one
@@ -37,6 +37,10 @@ def main(argv=None):
                         help='leave the first N convolutions (the encoder\'s stem) in float '
                              '(benchmarks/bench_quantization.py measures what each N gains and '
                              'costs on this CPU; it matters most on x86 without VNNI)')
+    parser.add_argument('--convolutions-only', action='store_true',
+                        help='quantise the convolutions alone; the ops between them (GroupNorm, '
+                             'additions, resizes) compute in float '
+                             '(benchmarks/bench_quantization.py measures what it gains and costs)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         help='network input size, if not the one the model was trained at')
     parser.add_argument('--out', type=Path)
@@ -57,6 +61,7 @@ def main(argv=None):
     command = 'panoptic-ros-quantize ' + ' '.join(sys.argv[1:] if argv is None else argv)
     quantize_model(model, (dataset.load(i)[0] for i in range(count)), out, args.flavour,
                    keep_float=args.keep_float, float_first=args.float_first,
+                   convolutions_only=args.convolutions_only,
                    record={'command': command, 'data': f'{args.data}/{args.split}',
                            'machine': f'{cpu_model()}, Python {platform.python_version()}'})
     print(f'wrote {out} ({count} calibration frames, {time.perf_counter() - started:.0f} s)')

@@ -2,8 +2,9 @@
 
     fp32 ONNX (backends.cached_onnx) + calibration frames (uint8 RGB camera images)
       -> onnxruntime's shape pre-processing and quantize_static: QuantizeLinear /
-         DequantizeLinear pairs around every quantisable op, per-channel int8 weights,
-         activation ranges by min-max over the calibration frames
+         DequantizeLinear pairs around every quantisable op (or around the convolutions
+         only), per-channel int8 weights, activation ranges by min-max over the calibration
+         frames
       -> <model stem>.int8.onnx next to the model (or .int8-tensorrt.onnx), with the model's
          digest, the flavour and the calibration record in the ONNX metadata
 
@@ -56,14 +57,17 @@ def _quantisation_options(flavour):
 
 
 def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, record=None,
-                   keep_float=(), float_first=0):
+                   keep_float=(), float_first=0, convolutions_only=False):
     """Quantise `model` (SingleShotPanoptic) on `frames` (uint8 RGB [h, w, 3] each, camera
     images: the same letterbox as at run time) into `out_path`; returns out_path.
 
     record: a dict stored in the metadata beside the digest (calibration data, command);
     keep_float: ONNX node names left in float (a layer that quantises badly; with the center
     heatmap, CENTER_PREDICTOR always is);
-    float_first: the first N convolutions of the graph (the encoder's stem) left in float.
+    float_first: the first N convolutions of the graph (the encoder's stem) left in float;
+    convolutions_only: quantise the convolutions alone (the tensors they read and write); the
+    ops between them (GroupNorm and its scale and shift, additions, resizes) compute in float
+    and add no int8 rounding of their own.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -92,14 +96,15 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
         if mc.center_heatmap and CENTER_PREDICTOR not in keep_float:
             keep_float.append(CENTER_PREDICTOR)
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, nodes_to_exclude=keep_float, **options)
+                        per_channel=True, nodes_to_exclude=keep_float,
+                        op_types_to_quantize=['Conv'] if convolutions_only else None, **options)
     quantized = onnx.load(str(out_path))
     used = {node.domain for node in quantized.graph.node} | {'', 'ai.onnx'}
     kept = [o for o in quantized.opset_import if o.domain in used]   # no unused domains
     del quantized.opset_import[:]
     quantized.opset_import.extend(kept)
     meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
-            'kept_float': keep_float, **(record or {})}
+            'kept_float': keep_float, 'convolutions_only': convolutions_only, **(record or {})}
     onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
     onnx.save(quantized, str(out_path))
     return Path(out_path)
