@@ -16,8 +16,8 @@ Usage: python benchmarks/bench_quantization.py [--model MODEL] [--input-size 384
            [--float-first 0 1 3 6] [--quantise all conv]
            [--calib-root data/sim_calib --calib-split calib]
            [--splits data/sim320:val data/sim_crowded_low:val] [--rounds 5]
---splits with no split: the timing alone.
            [--out benchmarks/results/quantization_cpu.md]
+--splits with no split: the timing alone.
 """
 
 import argparse
@@ -81,7 +81,8 @@ def main():
             backend = make_backend('onnxruntime_int8', copy.deepcopy(sized), 'cpu',
                                    cache_dir=folder, threads=args.threads, model_path=weights)
             if backend.name != 'onnxruntime_int8':
-                raise SystemExit(f'the INT8 file for --float-first {n} did not load')
+                raise SystemExit(f'the INT8 file for --quantise {ops} --float-first {n} did '
+                                 'not load')
             which = 'convolutions only' if ops == 'conv' else 'all ops'
             backends.append((f'INT8 ({which}), first {n} convolutions in float', backend))
         for label, backend in backends:

@@ -112,7 +112,8 @@ def int8_readers(path):
     return {n.op_type for n in graph.node if dequantised & set(n.input)}
 
 
-# GroupNorm as exported: InstanceNormalization, then the scale (Mul) and the shift (Add)
+# GroupNorm as exported: InstanceNormalization, then the scale (Mul) and the shift (Add); the
+# shift is left out, as additions also read convolution outputs, which stay int8
 GROUP_NORM = {'InstanceNormalization', 'Mul'}
 
 
