@@ -8,12 +8,14 @@ one INT8 file can score lower on one CPU than on another. This quantises the mod
 --float-first value (the first N convolutions of the graph left in float, as
 `panoptic-ros-quantize --float-first N` does) and per --quantise choice ('all': every op
 onnxruntime quantises; 'conv': the convolutions alone, element-wise ops between them in float,
-as `--convolutions-only` does), scores each file on the split(s) and times the networks side
-by side against fp32 (interleaved rounds). Files go to a scratch folder; the shipped ones are
+as `--convolutions-only` does) and per --ranges choice ('minmax': each activation's range
+is its extremes over the calibration frames; 'mean': the mean of each frame's min and max, as
+`--moving-average` does), scores each file on the split(s) and times the networks side by
+side against fp32 (interleaved rounds). Files go to a scratch folder; the shipped ones are
 not touched. Prints a table, writes it to --out.
 
 Usage: python benchmarks/bench_quantization.py [--model MODEL] [--input-size 384 288]
-           [--float-first 0 1 3 6] [--quantise all conv]
+           [--float-first 0 1 3 6] [--quantise all conv] [--ranges minmax mean]
            [--calib-root data/sim_calib --calib-split calib]
            [--splits data/sim320:val data/sim_crowded_low:val] [--rounds 5]
            [--out benchmarks/results/quantization_cpu.md]
@@ -50,6 +52,9 @@ def main():
     parser.add_argument('--float-first', type=int, nargs='+', default=[0, 1, 3, 6])
     parser.add_argument('--quantise', nargs='+', choices=('all', 'conv'), default=['all'],
                         help="which ops: 'all' quantisable ones, or 'conv'volutions only")
+    parser.add_argument('--ranges', nargs='+', choices=('minmax', 'mean'), default=['minmax'],
+                        help="activation ranges: 'minmax' over all frames, or the 'mean' of "
+                             "each frame's min and max")
     parser.add_argument('--calib-root', type=Path, default=Path('data/sim_calib'))
     parser.add_argument('--calib-split', default='calib')
     parser.add_argument('--num', type=int, default=200, help='calibration frames')
@@ -71,20 +76,22 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         backends = [('fp32', make_backend('onnxruntime', copy.deepcopy(sized), 'cpu',
                                           cache_dir=Path('.cache'), threads=args.threads))]
-        for ops, n in itertools.product(args.quantise, args.float_first):
-            folder = Path(scratch) / f'{ops}_float_first_{n}'
+        for ops, n, ranges in itertools.product(args.quantise, args.float_first, args.ranges):
+            folder = Path(scratch) / f'{ops}_float_first_{n}_{ranges}'
             folder.mkdir()
             weights = folder / args.model.name
             shutil.copy(args.model, weights)
             quantize_model(sized, frames, int8_path(weights, input_size=mc.input_size),
-                           cache_dir=folder, float_first=n, convolutions_only=ops == 'conv')
+                           cache_dir=folder, float_first=n, convolutions_only=ops == 'conv',
+                           moving_average=ranges == 'mean')
             backend = make_backend('onnxruntime_int8', copy.deepcopy(sized), 'cpu',
                                    cache_dir=folder, threads=args.threads, model_path=weights)
             if backend.name != 'onnxruntime_int8':
-                raise SystemExit(f'the INT8 file for --quantise {ops} --float-first {n} did '
-                                 'not load')
+                raise SystemExit(f'the INT8 file for --quantise {ops} --float-first {n} '
+                                 f'--ranges {ranges} did not load')
             which = 'convolutions only' if ops == 'conv' else 'all ops'
-            backends.append((f'INT8 ({which}), first {n} convolutions in float', backend))
+            how = ', ranges: mean of per-frame min / max' if ranges == 'mean' else ''
+            backends.append((f'INT8 ({which}), first {n} convolutions in float{how}', backend))
         for label, backend in backends:
             scores = {}
             for split in args.splits:

@@ -13,9 +13,12 @@ a file quantised from other weights is refused naming panoptic-ros-quantize, and
 then, as for a missing file, falls back to fp32 with a warning naming it; quantising the
 convolutions only leaves GroupNorm (its normalisation and scale) in float, is recorded in
 the metadata, and the file runs in onnxruntime_int8 with the fp32 labels on at least 90 %
-of a rendered frame's pixels. Does not verify the speed or the accuracy on a val split
-(benchmarks/bench_network.py, benchmarks/bench_quantization.py), nor the TensorRT flavour in
-TensorRT (not installable here).
+of a rendered frame's pixels; activation ranges by the mean of per-frame min and max are
+never wider than min-max's over the same three frames (a quarter or more at least 5 %
+narrower), are recorded in the metadata, and agree with fp32 likewise; the CLI passes both
+flags on. Does not verify the speed or the accuracy on a val split (benchmarks/bench_network.py,
+benchmarks/bench_quantization.py), nor the TensorRT flavour in TensorRT (not installable
+here).
 """
 
 import copy
@@ -117,24 +120,70 @@ def int8_readers(path):
 GROUP_NORM = {'InstanceNormalization', 'Mul'}
 
 
-def test_convolutions_only_leaves_the_normalisations_in_float(quantised, tmp_path):
+@pytest.fixture(scope='module')
+def convolutions_only(quantised, tmp_path_factory):
+    """{ranges: path}: the model quantised with the convolutions only on three rendered frames,
+    its activation ranges by min-max ('minmax') and by the mean of per-frame min and max
+    ('mean')."""
     model, model_path = quantised
-    # quantising every op onnxruntime can quantises GroupNorm's pieces too
-    assert GROUP_NORM <= int8_readers(int8_path(model_path))
-    weights = tmp_path / 'conv_only.safetensors'
-    shutil.copy(model_path, weights)
-    frames = [render_random_frame(seed, SimConfig()).rgb for seed in (201, 202)]
-    quantize_model(model, frames, int8_path(weights), cache_dir=model_path.parent,
-                   convolutions_only=True)
-    readers = int8_readers(int8_path(weights))
-    assert 'Conv' in readers and not GROUP_NORM & readers
-    assert read_metadata(int8_path(weights))['convolutions_only'] is True
-    backends = [make_backend(name, copy.deepcopy(model), cache_dir=model_path.parent,
+    folder = tmp_path_factory.mktemp('conv_only')
+    frames = [render_random_frame(seed, SimConfig()).rgb for seed in (201, 202, 203)]
+    paths = {}
+    for ranges in ('minmax', 'mean'):
+        weights = folder / f'{ranges}.safetensors'
+        shutil.copy(model_path, weights)
+        paths[ranges] = quantize_model(model, frames, int8_path(weights),
+                                       cache_dir=model_path.parent, convolutions_only=True,
+                                       moving_average=ranges == 'mean')
+    return paths
+
+
+def agreement_with_fp32(model, int8_file, cache_dir):
+    """The fraction of a rendered frame's pixels on which the INT8 file's category labels
+    (run by onnxruntime_int8) equal the fp32 ONNX model's."""
+    weights = int8_file.with_name(int8_file.name.replace('.int8.onnx', '.safetensors'))
+    backends = [make_backend(name, copy.deepcopy(model), cache_dir=cache_dir,
                              model_path=weights) for name in ('onnxruntime', 'onnxruntime_int8')]
     assert backends[1].name == 'onnxruntime_int8'
     rgb = render_random_frame(211, SimConfig()).rgb
     fp32, int8 = (FramePipeline(backend)(rgb) for backend in backends)
-    same = (fp32.panoptic.semantic() == int8.panoptic.semantic()).float().mean().item()
+    return (fp32.panoptic.semantic() == int8.panoptic.semantic()).float().mean().item()
+
+
+def test_convolutions_only_leaves_the_normalisations_in_float(quantised, convolutions_only):
+    model, model_path = quantised
+    # quantising every op onnxruntime can quantises GroupNorm's pieces too
+    assert GROUP_NORM <= int8_readers(int8_path(model_path))
+    path = convolutions_only['minmax']
+    readers = int8_readers(path)
+    assert 'Conv' in readers and not GROUP_NORM & readers
+    meta = read_metadata(path)
+    assert meta['convolutions_only'] is True and meta['moving_average'] is False
+    same = agreement_with_fp32(model, path, model_path.parent)
+    assert same >= 0.9, same
+
+
+def activation_scales(path):
+    """{tensor name: scale} of every QuantizeLinear of an activation (not of a weight) in the
+    ONNX file at `path`."""
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    return {n.input[0]: float(constants[n.input[1]]) for n in graph.node
+            if n.op_type == 'QuantizeLinear' and n.input[0] not in constants}
+
+
+def test_mean_ranges_are_never_wider_than_min_max(quantised, convolutions_only):
+    # Min-max takes each activation's extremes over all calibration frames; the mean of the
+    # per-frame min and max lies inside them, so every step (scale) is at most as coarse, and
+    # on three different frames some are finer. The file records it and still agrees with fp32.
+    model, model_path = quantised
+    minmax, mean = (activation_scales(convolutions_only[r]) for r in ('minmax', 'mean'))
+    assert minmax.keys() == mean.keys() and len(mean) > 50
+    assert all(mean[name] <= minmax[name] * (1 + 1e-6) for name in mean)
+    finer = sum(mean[name] < 0.95 * minmax[name] for name in mean)
+    assert finer >= len(mean) // 4, (finer, len(mean))
+    assert read_metadata(convolutions_only['mean'])['moving_average'] is True
+    same = agreement_with_fp32(model, convolutions_only['mean'], model_path.parent)
     assert same >= 0.9, same
 
 
@@ -212,12 +261,14 @@ def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
     export(tmp_path / 'calib', 'calib', 2, seed=214, config=SimConfig(width=320, height=240),
            workers=1, progress=False)
     assert quantize_main(['--model', str(model_path), '--data', str(tmp_path / 'calib'),
-                          '--split', 'calib', '--num', '2', '--input-size', '384', '288']) == 0
+                          '--split', 'calib', '--num', '2', '--input-size', '384', '288',
+                          '--convolutions-only', '--moving-average']) == 0
     assert int8_path(model_path, input_size=(384, 288)).name == 'branches.384x288.int8.onnx'
     assert int8_path(model_path, input_size=(384, 288)).is_file()
     # with the center heatmap, the quantiser keeps the center predictor in float unasked
-    assert CENTER_PREDICTOR in read_metadata(int8_path(model_path, input_size=(384, 288)))[
-        'kept_float']
+    meta = read_metadata(int8_path(model_path, input_size=(384, 288)))
+    assert CENTER_PREDICTOR in meta['kept_float']
+    assert meta['convolutions_only'] is True and meta['moving_average'] is True
     sized = Perception.from_settings(Settings.from_params(
         {'input_size': [384, 288], 'model_path': str(model_path), 'cache_dir': str(tmp_path)}))
     assert sized.backend.name == 'onnxruntime_int8'

@@ -4,7 +4,7 @@
       -> onnxruntime's shape pre-processing and quantize_static: QuantizeLinear /
          DequantizeLinear pairs around every quantisable op (or around the convolutions
          only), per-channel int8 weights, activation ranges by min-max over the calibration
-         frames
+         frames (or the mean of each frame's min and max)
       -> <model stem>.int8.onnx next to the model (or .int8-tensorrt.onnx), with the model's
          digest, the flavour and the calibration record in the ONNX metadata
 
@@ -57,7 +57,7 @@ def _quantisation_options(flavour):
 
 
 def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, record=None,
-                   keep_float=(), float_first=0, convolutions_only=False):
+                   keep_float=(), float_first=0, convolutions_only=False, moving_average=False):
     """Quantise `model` (SingleShotPanoptic) on `frames` (uint8 RGB [h, w, 3] each, camera
     images: the same letterbox as at run time) into `out_path`; returns out_path.
 
@@ -67,12 +67,18 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     float_first: the first N convolutions of the graph (the encoder's stem) left in float;
     convolutions_only: quantise the convolutions alone (the tensors they read and write); the
     ops between them (GroupNorm and its scale and shift, additions, resizes) compute in float
-    and add no int8 rounding of their own.
+    and add no int8 rounding of their own;
+    moving_average: each tensor's range is the mean over the frames of its per-frame min and
+    max (onnxruntime's CalibMovingAverage, all frames in one pass), not the extremes over all
+    frames: a value beyond a typical frame's range then saturates instead of coarsening the
+    steps of every other value.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     import onnx
     options = _quantisation_options(flavour)
+    if moving_average:
+        options['extra_options'] = {**options['extra_options'], 'CalibMovingAverage': True}
     frames = list(frames)
     if not frames:
         raise ValueError('quantisation needs at least one calibration frame')
@@ -104,7 +110,8 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     del quantized.opset_import[:]
     quantized.opset_import.extend(kept)
     meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
-            'kept_float': keep_float, 'convolutions_only': convolutions_only, **(record or {})}
+            'kept_float': keep_float, 'convolutions_only': convolutions_only,
+            'moving_average': moving_average, **(record or {})}
     onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
     onnx.save(quantized, str(out_path))
     return Path(out_path)
