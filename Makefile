@@ -50,11 +50,11 @@ model: setup model-data
 		--set out=runs/branches_sim_stage6 --set export_to=$(STAGE)6.safetensors
 	mv $(STAGE)6.safetensors $(SHIPPED)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 3 --convolutions-only
+		--num 200 --float-first 3 --convolutions-only --moving-average
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 3 --convolutions-only --input-size 384 288
+		--num 200 --float-first 3 --convolutions-only --moving-average --input-size 384 288
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 384 288 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \

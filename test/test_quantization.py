@@ -3,20 +3,20 @@
 Verifies: quantising the shipped model on four rendered frames (two stem convolutions in
 float) gives a file whose metadata names the model's digest, flavour and the convolutions
 kept in float; on two rendered frames the shipped INT8 file (200 calibration frames, the
-first three convolutions in float, convolutions only) gives category labels equal to the
-fp32 ONNX model's on at least 90 % of the pixels of each frame (0.99 and 0.99 measured) and,
-for at least 90 % of the fp32 detections scoring 0.5 or more, a detection of their class
-with box IoU >= 0.5 (3 of 3 measured); every shipped INT8 file keeps the center predictor in
-float, and each strong fp32 heatmap centre has exactly one INT8 centre within two cells; it
-runs on a blank frame;
-a file quantised from other weights is refused naming panoptic-ros-quantize, and the backend
-then, as for a missing file, falls back to fp32 with a warning naming it; quantising the
-convolutions only leaves GroupNorm (its normalisation and scale) in float, is recorded in
-the metadata, and the file runs in onnxruntime_int8 with the fp32 labels on at least 90 %
-of a rendered frame's pixels; activation ranges by the mean of per-frame min and max are
-never wider than min-max's over the same three frames (a quarter or more at least 5 %
-narrower), are recorded in the metadata, and agree with fp32 likewise; the CLI passes both
-flags on. Does not verify the speed or the accuracy on a val split (benchmarks/bench_network.py,
+first three convolutions in float, convolutions only, ranges by the mean of per-frame min
+and max) gives category labels equal to the fp32 ONNX model's on at least 90 % of the pixels
+of each frame (0.99 and 0.99 measured) and, for at least 90 % of the fp32 detections scoring
+0.5 or more, a detection of their class with box IoU >= 0.5 (3 of 3 measured); every shipped
+INT8 file keeps the center predictor in float, and each strong fp32 heatmap centre has
+exactly one INT8 centre within two cells; it runs on a blank frame; a file quantised from
+other weights is refused naming panoptic-ros-quantize, and the backend then, as for a
+missing file, falls back to fp32 with a warning naming it; quantising the convolutions only
+leaves GroupNorm (its normalisation and scale) in float, is recorded in the metadata, and
+the file runs in onnxruntime_int8 with the fp32 labels on at least 90 % of a rendered
+frame's pixels; activation ranges by the mean of per-frame min and max are never wider than
+min-max's over the same three frames (a quarter or more at least 5 % narrower), are recorded
+in the metadata, and agree with fp32 likewise; the CLI passes both flags on. Does not verify
+the speed or the accuracy on a val split (benchmarks/bench_network.py,
 benchmarks/bench_quantization.py), nor the TensorRT flavour in TensorRT (not installable
 here).
 """
