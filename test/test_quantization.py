@@ -122,9 +122,9 @@ GROUP_NORM = {'InstanceNormalization', 'Mul'}
 
 @pytest.fixture(scope='module')
 def convolutions_only(quantised, tmp_path_factory):
-    """{ranges: path}: the model quantised with the convolutions only on three rendered frames,
-    its activation ranges by min-max ('minmax') and by the mean of per-frame min and max
-    ('mean')."""
+    """{ranges: weights path}: the model quantised with the convolutions only on three
+    rendered frames into int8_path(weights), its activation ranges by min-max ('minmax') and
+    by the mean of per-frame min and max ('mean')."""
     model, model_path = quantised
     folder = tmp_path_factory.mktemp('conv_only')
     frames = [render_random_frame(seed, SimConfig()).rgb for seed in (201, 202, 203)]
@@ -132,16 +132,15 @@ def convolutions_only(quantised, tmp_path_factory):
     for ranges in ('minmax', 'mean'):
         weights = folder / f'{ranges}.safetensors'
         shutil.copy(model_path, weights)
-        paths[ranges] = quantize_model(model, frames, int8_path(weights),
-                                       cache_dir=model_path.parent, convolutions_only=True,
-                                       moving_average=ranges == 'mean')
+        quantize_model(model, frames, int8_path(weights), cache_dir=model_path.parent,
+                       convolutions_only=True, moving_average=ranges == 'mean')
+        paths[ranges] = weights
     return paths
 
 
-def agreement_with_fp32(model, int8_file, cache_dir):
-    """The fraction of a rendered frame's pixels on which the INT8 file's category labels
-    (run by onnxruntime_int8) equal the fp32 ONNX model's."""
-    weights = int8_file.with_name(int8_file.name.replace('.int8.onnx', '.safetensors'))
+def agreement_with_fp32(model, weights, cache_dir):
+    """The fraction of a rendered frame's pixels on which the category labels of the INT8
+    file of `weights` (run by onnxruntime_int8) equal the fp32 ONNX model's."""
     backends = [make_backend(name, copy.deepcopy(model), cache_dir=cache_dir,
                              model_path=weights) for name in ('onnxruntime', 'onnxruntime_int8')]
     assert backends[1].name == 'onnxruntime_int8'
@@ -154,12 +153,12 @@ def test_convolutions_only_leaves_the_normalisations_in_float(quantised, convolu
     model, model_path = quantised
     # quantising every op onnxruntime can quantises GroupNorm's pieces too
     assert GROUP_NORM <= int8_readers(int8_path(model_path))
-    path = convolutions_only['minmax']
-    readers = int8_readers(path)
+    weights = convolutions_only['minmax']
+    readers = int8_readers(int8_path(weights))
     assert 'Conv' in readers and not GROUP_NORM & readers
-    meta = read_metadata(path)
+    meta = read_metadata(int8_path(weights))
     assert meta['convolutions_only'] is True and meta['moving_average'] is False
-    same = agreement_with_fp32(model, path, model_path.parent)
+    same = agreement_with_fp32(model, weights, model_path.parent)
     assert same >= 0.9, same
 
 
@@ -177,12 +176,13 @@ def test_mean_ranges_are_never_wider_than_min_max(quantised, convolutions_only):
     # per-frame min and max lies inside them, so every step (scale) is at most as coarse, and
     # on three different frames some are finer. The file records it and still agrees with fp32.
     model, model_path = quantised
-    minmax, mean = (activation_scales(convolutions_only[r]) for r in ('minmax', 'mean'))
+    minmax, mean = (activation_scales(int8_path(convolutions_only[r]))
+                    for r in ('minmax', 'mean'))
     assert minmax.keys() == mean.keys() and len(mean) > 50
     assert all(mean[name] <= minmax[name] * (1 + 1e-6) for name in mean)
     finer = sum(mean[name] < 0.95 * minmax[name] for name in mean)
     assert finer >= len(mean) // 4, (finer, len(mean))
-    assert read_metadata(convolutions_only['mean'])['moving_average'] is True
+    assert read_metadata(int8_path(convolutions_only['mean']))['moving_average'] is True
     same = agreement_with_fp32(model, convolutions_only['mean'], model_path.parent)
     assert same >= 0.9, same
 
