@@ -7,7 +7,8 @@ directly (a separate F.conv2d implementation); targets from a rendered frame (bo
 channels, center offsets pointing at box centres); the loss falls when overfitting four
 rendered images; checkpoint round trip and refusal of mismatched, corrupt, truncated and non-
 checkpoint files; BatchNorm folding, ONNX/onnxruntime (two encoders), torch.compile (inductor,
-CPU) and eager agree; training and inference share one letterbox (a flip keeps the padding in
+CPU) and eager agree; the export folds zero Pads into the Convs that read them (a hand-made
+graph computes the same in onnxruntime; EfficientNet-Lite's export keeps no Pad); training and inference share one letterbox (a flip keeps the padding in
 place) and inference imports neither the training data nor the simulator; letterbox + decode
 map boxes back to camera pixels; the training CLI (resume, curves, export) and DDP with
 torchrun on two CPU processes. Does not verify: TensorRT (test_tensorrt.py), CUDA
@@ -417,6 +418,12 @@ def test_fold_onnx_and_eager_agree(tmp_path, variant):
     assert graph.opset_import[0].version == 17
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == \
         [1, 3, 128, 160]
+    # EfficientNet-Lite's asymmetric "SAME" pads live in its Convs: no Pad op left
+    assert not any(node.op_type == 'Pad' for node in graph.graph.node)
+    if config.encoder == 'efficientnet_lite0':
+        asymmetric = [node for node in graph.graph.node if node.op_type == 'Conv' and any(
+            a.name == 'pads' and a.ints[:2] != a.ints[2:] for a in node.attribute)]
+        assert len(asymmetric) == 5   # the stem and the four stride-2 depthwise convolutions
     if config.center_heatmap:
         assert reference['center_heatmap'].shape == (1, 1, 32, 40)
     if config.box_head == 'lpsnet':   # one location per cell of p3..p7 of 128 x 160
@@ -431,6 +438,56 @@ def test_fold_onnx_and_eager_agree(tmp_path, variant):
         for key, value in reference.items():
             err = (out[key] - value).abs().max().item()
             assert err < 1e-3 * max(1.0, value.abs().max().item()), (backend.name, key, err)
+
+
+def _pad_conv_graph(pad_mode='constant', pad_value=0.0, second_reader='Conv'):
+    """x [1, 2, 7, 8] -> Pad (0 top, 1 left, 2 bottom, 1 right) -> Conv 3x3 stride 2 (own pads
+    1 all round), and a second reader of the padded tensor."""
+    from onnx import helper, numpy_helper, TensorProto
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([0, 0, 0, 1, 0, 0, 2, 1], np.int64), 'widths'),
+             numpy_helper.from_array(np.array(pad_value, np.float32), 'value'),
+             numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), 'w')]
+    nodes = [helper.make_node('Pad', ['x', 'widths', 'value'], ['padded'], mode=pad_mode),
+             helper.make_node('Conv', ['padded', 'w'], ['y'], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node(second_reader, ['padded', 'w'] if second_reader == 'Conv' else
+                              ['padded'], ['z'], **({'strides': [1, 1]}
+                                                    if second_reader == 'Conv' else {}))]
+    graph = helper.make_graph(nodes, 'g', [helper.make_tensor_value_info(
+        'x', TensorProto.FLOAT, [1, 2, 7, 8])], [helper.make_tensor_value_info(
+            name, TensorProto.FLOAT, list('nchw')) for name in ('y', 'z')], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=8)
+
+
+def test_fold_pads_into_convs():
+    """A constant zero Pad read only by Convs moves into their asymmetric pads (the same
+    outputs in onnxruntime, the Pad and its widths gone); a reflecting Pad, a non-zero pad
+    value and a Pad read by another op stay."""
+    import onnx
+    import onnxruntime as ort
+    from panoptic_ros.core.onnx_graph import fold_pads_into_convs
+
+    def run(model):
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=['CPUExecutionProvider'])
+        return session.run(None, {'x': x})
+
+    x = np.random.default_rng(1).normal(size=(1, 2, 7, 8)).astype(np.float32)
+    model = _pad_conv_graph()
+    expected = run(model)
+    assert fold_pads_into_convs(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ['Conv', 'Conv']
+    assert [list(a.ints) for n in model.graph.node for a in n.attribute if a.name == 'pads'] \
+        == [[1, 2, 3, 2], [0, 1, 2, 1]]          # [top, left, bottom, right] + the Pad's
+    assert {t.name for t in model.graph.initializer} == {'w'}
+    for got, want in zip(run(model), expected):
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-5)
+    for kept in (_pad_conv_graph(pad_mode='reflect'), _pad_conv_graph(pad_value=1.0),
+                 _pad_conv_graph(second_reader='Relu')):
+        assert fold_pads_into_convs(kept) == 0
+        assert [n.op_type for n in kept.graph.node][0] == 'Pad'
 
 
 def test_torch_compile_matches_eager():

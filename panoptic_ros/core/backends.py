@@ -32,6 +32,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from panoptic_ros.core.model import output_names
 
 ONNX_OPSET = 17      # accepted by TensorRT 8.6 to 11.x and onnxruntime >= 1.14
+EXPORT_REVISION = 'r2'   # in cached export names: r2 folds the encoder's Pads into its Convs
 BACKENDS = ('torch', 'torch_compile', 'onnxruntime', 'onnxruntime_int8', 'tensorrt',
             'tensorrt_int8')
 log = logging.getLogger('panoptic_ros.backends')
@@ -105,8 +106,11 @@ class TorchBackend:
 def export_onnx(model, path, opset=ONNX_OPSET, half=False):
     """Export `model` (eval, BatchNorm folded) with a static [1, 3, H, W] input, in fp32 or,
     with `half`, fp16 throughout (weights, input and outputs: what a strongly typed TensorRT
-    network builds an fp16 engine from)."""
+    network builds an fp16 engine from); zero Pads folded into the Convs that read them
+    (onnx_graph.py)."""
     import copy
+    import onnx
+    from panoptic_ros.core.onnx_graph import fold_pads_into_convs
     model = copy.deepcopy(model).eval().cpu().float()
     fold_frozen_batchnorm(model)
     dtype = torch.float16 if half else torch.float32
@@ -121,6 +125,9 @@ def export_onnx(model, path, opset=ONNX_OPSET, half=False):
         torch.onnx.export(model, (torch.zeros(1, 3, height, width, dtype=dtype),), str(path),
                           input_names=['image'], output_names=list(output_names(model.config)),
                           opset_version=opset, dynamo=False, do_constant_folding=True)
+    exported = onnx.load(str(path))
+    if fold_pads_into_convs(exported):
+        onnx.save(exported, str(path))
     return path
 
 
@@ -265,8 +272,8 @@ def cached_onnx(model, cache_dir, half=False):
     """Export the ONNX (fp32, or fp16 with `half`) once per model digest into cache_dir;
     returns its path."""
     width, height = model.config.input_size
-    path = Path(cache_dir) / \
-        f'model-{model_digest(model)}-{width}x{height}{"-fp16" if half else ""}.onnx'
+    path = Path(cache_dir) / (f'model-{model_digest(model)}-{width}x{height}-{EXPORT_REVISION}'
+                              f'{"-fp16" if half else ""}.onnx')
     if not path.is_file():
         tmp = path.with_suffix('.tmp.onnx')
         export_onnx(model, tmp, half=half)

@@ -29,13 +29,21 @@ WEIGHTS_FILE = 'efficientnet-lite0-57934424.pth'
 
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: output = ceil(input / stride), the extra pixel
-    of an odd total padding on the bottom / right (where PyTorch pads symmetrically)."""
+    of an odd total padding on the bottom / right (where PyTorch pads symmetrically).
+
+    An even total (every stride-1 convolution here) is the convolution's own symmetric
+    padding; an odd one is an explicit zero pad of constant widths (the input shape is
+    static in an export), which `onnx_graph.fold_pads_into_convs` moves into the exported
+    Conv's asymmetric `pads`."""
 
     def forward(self, x):
         pads = []
         for size, k, s in zip(x.shape[-1:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            total = max((math.ceil(int(size) / s) - 1) * s + k - int(size), 0)
             pads += [total // 2, total - total // 2]
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]),
+                            self.dilation, self.groups)
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation,
                         self.groups)
 

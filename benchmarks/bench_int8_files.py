@@ -1,0 +1,112 @@
+"""Benchmark: INT8 files of one model side by side (scores and network time), beside fp32.
+
+Compares files as they are, made however they were made: the shipped INT8 file against the
+same file at an earlier git revision (`REV:PATH` reads it with `git show`), or any QDQ files
+of the same weights. Each file must be the onnxruntime INT8 model of --model at --input-size
+(the node's default unless given; checked by its metadata). Scores every file on the
+split(s) at the node's decoding and head defaults, then times the networks in interleaved
+rounds so that the machine's drift hits every one alike. Prints a table, writes it to --out.
+
+Usage: python benchmarks/bench_int8_files.py --files 7cfdeee:models/X.int8.onnx
+           models/X.int8.onnx [--model MODEL] [--splits data/sim320:val
+           data/sim_crowded_low:val] [--rounds 7] [--out benchmarks/results/int8_files_cpu.md]
+--splits with no split: the timing alone.
+"""
+
+import argparse
+import copy
+from pathlib import Path
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from common import interleaved_p50s, machine_description, write_result
+from panoptic_ros.core.backends import make_backend, OnnxRuntimeBackend
+from panoptic_ros.core.checkpoint import load_checkpoint
+from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.quantization import check_int8
+from panoptic_ros.core.settings import default_model_path, PARAMETERS
+
+
+def materialise(spec, scratch):
+    """A file path for `spec`: PATH as it is, or REV:PATH written from git into scratch."""
+    revision, sep, path = spec.partition(':')
+    if not sep:
+        return Path(spec)
+    out = Path(scratch) / f'{revision}_{Path(path).name}'
+    out.write_bytes(subprocess.run(['git', 'show', f'{revision}:{path}'], check=True,
+                                   capture_output=True).stdout)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', type=Path, default=default_model_path())
+    parser.add_argument('--files', nargs='+', required=True, metavar='[REV:]PATH')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
+                        default=PARAMETERS['input_size'].default)
+    parser.add_argument('--splits', nargs='*', default=['data/sim320:val',
+                                                        'data/sim_crowded_low:val'],
+                        metavar='ROOT:SPLIT')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=7)
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/int8_files_cpu.md'))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _ = load_checkpoint(args.model)
+    rows = []          # (label, {split: scores})
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [materialise(spec, scratch) for spec in args.files]
+        sized = model.at_input_size(tuple(args.input_size))
+        backends = [('fp32', make_backend('onnxruntime', copy.deepcopy(sized), 'cpu',
+                                          cache_dir=Path('.cache'), threads=args.threads))]
+        for spec, path in zip(args.files, paths):
+            meta = check_int8(path, sized)
+            backend = OnnxRuntimeBackend(path, sized.config, sized.anchors(),
+                                         threads=args.threads, cache_dir=scratch)
+            backends.append((f'INT8 `{spec}` (convolutions only: '
+                             f'{meta.get("convolutions_only", False)}, mean ranges: '
+                             f'{meta.get("moving_average", False)}, in float: '
+                             f'{len(meta.get("kept_float", []))} convolutions)', backend))
+        for label, backend in backends:
+            scores = {}
+            for split in args.splits:
+                root, name = split.split(':')
+                scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
+                print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
+            rows.append((label, scores))
+        p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
+                                args.threads)
+    header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
+    lines = [f'# INT8 files side by side: {args.model.name}, input '
+             '{}x{}'.format(*sized.config.input_size), '',
+             f'Machine: {machine_description()}. onnxruntime; decoding and head at the node\'s '
+             f'defaults ({DecodeConfig()}, overlap policy '
+             f'{PARAMETERS["overlap_policy"].default}). Network: p50 of each interleaved '
+             f'round, median (range) over {args.rounds} rounds of {args.repeats} runs; the '
+             'last column is each file\'s p50 over the first INT8 file\'s, median over the '
+             'rounds.',
+             f'Command: `python benchmarks/bench_int8_files.py {" ".join(sys.argv[1:])}`', '',
+             '| ' + ' | '.join(['network', *header, 'network p50 (ms)', 'time ratio']) + ' |',
+             '|---' * (3 + len(args.splits)) + '|']
+    for k, ((label, scores), rounds) in enumerate(zip(rows, p50s)):
+        cells = []
+        for split in args.splits:
+            s = scores[split]
+            pq = s['pq']
+            cells.append(f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / "
+                         f"{pq['stuff']['pq']:.1f} / {s['miou']:.1f} / {s['box_ap']['ap']:.1f}")
+        time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
+        ratio = '' if k == 0 else \
+            f'{statistics.median(a / b for a, b in zip(rounds, p50s[1])):.3f}'
+        lines.append('| ' + ' | '.join([label, *cells, time, ratio]) + ' |')
+    write_result('\n'.join(lines) + '\n', args.out)
+
+
+if __name__ == '__main__':
+    main()
