@@ -8,9 +8,10 @@ channels, center offsets pointing at box centres); the loss falls when overfitti
 rendered images; checkpoint round trip and refusal of mismatched, corrupt, truncated and non-
 checkpoint files; BatchNorm folding, ONNX/onnxruntime (two encoders), torch.compile (inductor,
 CPU) and eager agree; the export folds zero Pads into the Convs that read them (a hand-made
-graph computes the same in onnxruntime; EfficientNet-Lite's export keeps no Pad); training and inference share one letterbox (a flip keeps the padding in
-place) and inference imports neither the training data nor the simulator; letterbox + decode
-map boxes back to camera pixels; the training CLI (resume, curves, export) and DDP with
+graph computes the same in onnxruntime; EfficientNet-Lite's export keeps no Pad); training
+and inference share one letterbox (a flip keeps the padding in place) and inference imports
+neither the training data nor the simulator; letterbox + decode map boxes back to camera
+pixels; the training CLI (resume, curves, export) and DDP with
 torchrun on two CPU processes. Does not verify: TensorRT (test_tensorrt.py), CUDA
 (test_cuda.py, skipped without a GPU), accuracy of the shipped model (test_shipped_model).
 """
