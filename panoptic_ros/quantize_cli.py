@@ -38,7 +38,8 @@ def main(argv=None):
                              '(benchmarks/bench_quantization.py measures what each N gains and '
                              'costs on this CPU; it matters most on x86 without VNNI)')
     parser.add_argument('--convolutions-only', action='store_true',
-                        help='quantise the convolutions alone; the ops between them (GroupNorm, '
+                        help='quantise the convolutions alone (a ReLU or ReLU6 right after '
+                             "one becomes its output's range); the ops between them (GroupNorm, "
                              'additions, resizes) compute in float '
                              '(benchmarks/bench_quantization.py measures what it gains and costs)')
     parser.add_argument('--moving-average', action='store_true',

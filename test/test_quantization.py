@@ -11,7 +11,8 @@ INT8 file keeps the center predictor in float, and each strong fp32 heatmap cent
 exactly one INT8 centre within two cells; it runs on a blank frame; a file quantised from
 other weights is refused naming panoptic-ros-quantize, and the backend then, as for a
 missing file, falls back to fp32 with a warning naming it; quantising the convolutions only
-leaves GroupNorm (its normalisation and scale) in float, is recorded in the metadata, and
+leaves GroupNorm (its normalisation and scale) in float, takes each ReLU6 that follows a
+quantised convolution into that convolution's output range, is recorded in the metadata, and
 the file runs in onnxruntime_int8 with the fp32 labels on at least 90 % of a rendered
 frame's pixels; activation ranges by the mean of per-frame min and max are never wider than
 min-max's over the same three frames (a quarter or more at least 5 % narrower), are recorded
@@ -156,6 +157,10 @@ def test_convolutions_only_leaves_the_normalisations_in_float(quantised, convolu
     weights = convolutions_only['minmax']
     readers = int8_readers(int8_path(weights))
     assert 'Conv' in readers and not GROUP_NORM & readers
+    # each ReLU6 right after a quantised convolution is its output's range, not a float op
+    # between a DequantizeLinear and a QuantizeLinear; the ReLUs after GroupNorm stay float
+    ops = {node.op_type for node in onnx.load(str(int8_path(weights))).graph.node}
+    assert 'Clip' not in ops and 'Relu' in ops
     meta = read_metadata(int8_path(weights))
     assert meta['convolutions_only'] is True and meta['moving_average'] is False
     same = agreement_with_fp32(model, weights, model_path.parent)

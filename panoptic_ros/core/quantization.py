@@ -32,6 +32,10 @@ from panoptic_ros.core.inference import Preprocessor
 FLAVOURS = ('cpu', 'tensorrt')
 METADATA_KEY = 'panoptic_ros'
 CENTER_PREDICTOR = '/center_branch/predictor/Conv'    # the ONNX node, kept in float
+# --convolutions-only: the convolutions, and the ReLU / ReLU6 right after a quantised one,
+# which onnxruntime's quantiser removes by giving the convolution's output their range (one
+# rounding, no float round trip between them)
+CONVOLUTIONS = ['Conv', 'Relu', 'Clip']
 
 
 def int8_path(model_path, flavour='cpu', input_size=None):
@@ -65,9 +69,10 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     keep_float: ONNX node names left in float (a layer that quantises badly; with the center
     heatmap, CENTER_PREDICTOR always is);
     float_first: the first N convolutions of the graph (the encoder's stem) left in float;
-    convolutions_only: quantise the convolutions alone (the tensors they read and write); the
-    ops between them (GroupNorm and its scale and shift, additions, resizes) compute in float
-    and add no int8 rounding of their own;
+    convolutions_only: quantise the convolutions alone (the tensors they read and write, a
+    ReLU or ReLU6 right after one taken into its output's range); the ops between them
+    (GroupNorm and its scale and shift, additions, resizes) compute in float and add no int8
+    rounding of their own;
     moving_average: each tensor's range is the mean over the frames of its per-frame min and
     max (onnxruntime's CalibMovingAverage, all frames in one pass), not the extremes over all
     frames: a value beyond a typical frame's range then saturates instead of coarsening the
@@ -103,7 +108,8 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
             keep_float.append(CENTER_PREDICTOR)
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
                         per_channel=True, nodes_to_exclude=keep_float,
-                        op_types_to_quantize=['Conv'] if convolutions_only else None, **options)
+                        op_types_to_quantize=CONVOLUTIONS if convolutions_only else None,
+                        **options)
     quantized = onnx.load(str(out_path))
     used = {node.domain for node in quantized.graph.node} | {'', 'ai.onnx'}
     kept = [o for o in quantized.opset_import if o.domain in used]   # no unused domains
