@@ -23,11 +23,11 @@ import tempfile
 
 import torch
 
-from common import interleaved_p50s, machine_description, write_result
+from common import (add_split_and_timing_arguments, interleaved_p50s,
+                    machine_description, score_cell, score_on_splits, write_result)
 from panoptic_ros.core.backends import make_backend, OnnxRuntimeBackend
 from panoptic_ros.core.checkpoint import load_checkpoint
-from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
-from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.inference import DecodeConfig
 from panoptic_ros.core.quantization import check_int8
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
 
@@ -49,17 +49,10 @@ def main():
     parser.add_argument('--files', nargs='+', required=True, metavar='[REV:]PATH')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         default=PARAMETERS['input_size'].default)
-    parser.add_argument('--splits', nargs='*', default=['data/sim320:val',
-                                                        'data/sim_crowded_low:val'],
-                        metavar='ROOT:SPLIT')
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=7)
-    parser.add_argument('--repeats', type=int, default=30)
-    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/int8_files_cpu.md'))
+    add_split_and_timing_arguments(parser, 7, 'benchmarks/results/int8_files_cpu.md')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.model)
-    rows = []          # (label, {split: scores})
     with tempfile.TemporaryDirectory() as scratch:
         paths = [materialise(spec, scratch) for spec in args.files]
         sized = model.at_input_size(tuple(args.input_size))
@@ -73,13 +66,8 @@ def main():
                              f'{meta.get("convolutions_only", False)}, mean ranges: '
                              f'{meta.get("moving_average", False)}, in float: '
                              f'{len(meta.get("kept_float", []))} convolutions)', backend))
-        for label, backend in backends:
-            scores = {}
-            for split in args.splits:
-                root, name = split.split(':')
-                scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
-                print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
-            rows.append((label, scores))
+        rows = [(label, score_on_splits(label, backend, args.splits))
+                for label, backend in backends]
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
     header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
@@ -95,12 +83,7 @@ def main():
              '| ' + ' | '.join(['network', *header, 'network p50 (ms)', 'time ratio']) + ' |',
              '|---' * (3 + len(args.splits)) + '|']
     for k, ((label, scores), rounds) in enumerate(zip(rows, p50s)):
-        cells = []
-        for split in args.splits:
-            s = scores[split]
-            pq = s['pq']
-            cells.append(f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / "
-                         f"{pq['stuff']['pq']:.1f} / {s['miou']:.1f} / {s['box_ap']['ap']:.1f}")
+        cells = [score_cell(scores[split]) for split in args.splits]
         time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
         ratio = '' if k == 0 else \
             f'{statistics.median(a / b for a, b in zip(rounds, p50s[1])):.3f}'

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import torch
 
-from common import interleaved_p50s, machine_description, write_result
+from common import (add_split_and_timing_arguments, interleaved_p50s,
+                    machine_description, score_cell, score_on_splits, write_result)
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.data import CocoPanopticDataset
-from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
-from panoptic_ros.core.inference import DecodeConfig, FramePipeline
+from panoptic_ros.core.inference import DecodeConfig
 from panoptic_ros.core.machine import cpu_flags
 from panoptic_ros.core.quantization import int8_path, quantize_model
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
@@ -58,13 +58,7 @@ def main():
     parser.add_argument('--calib-root', type=Path, default=Path('data/sim_calib'))
     parser.add_argument('--calib-split', default='calib')
     parser.add_argument('--num', type=int, default=200, help='calibration frames')
-    parser.add_argument('--splits', nargs='*', default=['data/sim320:val',
-                                                        'data/sim_crowded_low:val'],
-                        metavar='ROOT:SPLIT')
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=5)
-    parser.add_argument('--repeats', type=int, default=30)
-    parser.add_argument('--out', type=Path, default=Path('benchmarks/results/quantization_cpu.md'))
+    add_split_and_timing_arguments(parser, 5, 'benchmarks/results/quantization_cpu.md')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.model)
@@ -72,7 +66,6 @@ def main():
     mc = sized.config
     calib = CocoPanopticDataset(args.calib_root, args.calib_split, mc.input_size, mc.mean, mc.std)
     frames = [calib.load(i)[0] for i in range(min(args.num, len(calib)))]
-    rows = []          # (label, backend, {split: scores})
     with tempfile.TemporaryDirectory() as scratch:
         backends = [('fp32', make_backend('onnxruntime', copy.deepcopy(sized), 'cpu',
                                           cache_dir=Path('.cache'), threads=args.threads))]
@@ -92,13 +85,8 @@ def main():
             which = 'convolutions only' if ops == 'conv' else 'all ops'
             how = ', ranges: mean of per-frame min / max' if ranges == 'mean' else ''
             backends.append((f'INT8 ({which}), first {n} convolutions in float{how}', backend))
-        for label, backend in backends:
-            scores = {}
-            for split in args.splits:
-                root, name = split.split(':')
-                scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
-                print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
-            rows.append((label, scores))
+        rows = [(label, score_on_splits(label, backend, args.splits))
+                for label, backend in backends]
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
     flags = cpu_flags()
@@ -117,12 +105,7 @@ def main():
              '| ' + ' | '.join(['network', *header, 'network p50 (ms)']) + ' |',
              '|---' * (2 + len(args.splits)) + '|']
     for (label, scores), rounds in zip(rows, p50s):
-        cells = []
-        for split in args.splits:
-            s = scores[split]
-            pq = s['pq']
-            cells.append(f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / "
-                         f"{pq['stuff']['pq']:.1f} / {s['miou']:.1f} / {s['box_ap']['ap']:.1f}")
+        cells = [score_cell(scores[split]) for split in args.splits]
         time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
         lines.append('| ' + ' | '.join([label, *cells, time]) + ' |')
     write_result('\n'.join(lines) + '\n', args.out)

@@ -49,3 +49,34 @@ def interleaved_p50s(backends, rounds, repeats, threads):
                 times.append(time.perf_counter() - start)
             rounds_p50.append(statistics.median(times) * 1e3)
     return p50s
+
+
+SPLITS = ['data/sim320:val', 'data/sim_crowded_low:val']
+
+
+def add_split_and_timing_arguments(parser, rounds, out):
+    """--splits, --threads, --rounds, --repeats and --out, as the INT8 benchmarks take them."""
+    parser.add_argument('--splits', nargs='*', default=SPLITS, metavar='ROOT:SPLIT')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=rounds)
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--out', type=Path, default=Path(out))
+
+
+def score_on_splits(label, backend, splits):
+    """{split: scores} of `backend`'s frame pipeline (node defaults) on each ROOT:SPLIT."""
+    from panoptic_ros.core.evaluation import evaluate_pipeline, summary_line
+    from panoptic_ros.core.inference import FramePipeline
+    scores = {}
+    for split in splits:
+        root, name = split.split(':')
+        scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
+        print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
+    return scores
+
+
+def score_cell(scores):
+    """'PQ / PQ_th / PQ_st / mIoU / box AP' of one split's scores."""
+    pq = scores['pq']
+    return (f"{pq['all']['pq']:.1f} / {pq['things']['pq']:.1f} / {pq['stuff']['pq']:.1f} / "
+            f"{scores['miou']:.1f} / {scores['box_ap']['ap']:.1f}")
