@@ -2,7 +2,7 @@
 
   panoptic-ros-quantize --model MODEL --data ROOT --split SPLIT [--num 200]
       [--flavour cpu|tensorrt] [--float-first N] [--convolutions-only] [--moving-average]
-      [--keep-float NODE ...] [--input-size W H] [--out FILE]
+      [--float-predictors] [--keep-float NODE ...] [--input-size W H] [--out FILE]
 
 Reads the first --num camera images of a COCO-panoptic split (a split apart from the one
 the accuracy is measured on), quantises the network (core/quantization.py) and writes
@@ -46,6 +46,10 @@ def main(argv=None):
                         help="activation ranges: the mean of each frame's min and max, not "
                              'the extremes over all frames '
                              '(benchmarks/bench_quantization.py measures what it gains)')
+    parser.add_argument('--float-predictors', action='store_true',
+                        help="leave each branch's last convolution in float (class and box "
+                             'outputs, semantic logits, heatmap and offsets) '
+                             '(benchmarks/bench_int8_files.py compares the files)')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         help='network input size, if not the one the model was trained at')
     parser.add_argument('--out', type=Path)
@@ -67,7 +71,7 @@ def main(argv=None):
     quantize_model(model, (dataset.load(i)[0] for i in range(count)), out, args.flavour,
                    keep_float=args.keep_float, float_first=args.float_first,
                    convolutions_only=args.convolutions_only,
-                   moving_average=args.moving_average,
+                   moving_average=args.moving_average, float_predictors=args.float_predictors,
                    record={'command': command, 'data': f'{args.data}/{args.split}',
                            'machine': f'{cpu_model()}, Python {platform.python_version()}'})
     print(f'wrote {out} ({count} calibration frames, {time.perf_counter() - started:.0f} s)')

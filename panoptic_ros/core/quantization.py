@@ -20,6 +20,12 @@ A network with Panoptic-DeepLab's center heatmap keeps the center branch's last 
 float: it gives the heatmap (peak 1) and the offsets (pixels) in one tensor, and quantised to
 the offsets' range the heatmap comes in steps whose flat tops center_grouping's keypoint NMS
 takes for several centres.
+
+With `float_predictors`, every branch's predictor stays in float: the convolutions whose
+outputs no other convolution reads (class logits, box distances and border-ness, semantic
+logits, heatmap and offsets). They are a small part of the work (a few output channels
+each), and the decoder reads their values directly: a box edge one int8 step off moves the
+box, and the boxes' overlaps decide NMS and the cross-class vote.
 """
 
 import json
@@ -48,6 +54,20 @@ def int8_path(model_path, flavour='cpu', input_size=None):
     return model_path.with_name(model_path.stem + size + suffix)
 
 
+def predictor_convolutions(graph):
+    """Names of the Conv nodes of the onnx GraphProto `graph` (topologically sorted, as
+    exported) whose output reaches no other Conv: each branch's last convolution."""
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    feeds_conv = {}          # node name: a Conv reads its output, directly or through others
+    for node in reversed(graph.node):
+        feeds_conv[node.name] = any(r.op_type == 'Conv' or feeds_conv[r.name]
+                                    for out in node.output for r in readers.get(out, []))
+    return [n.name for n in graph.node if n.op_type == 'Conv' and not feeds_conv[n.name]]
+
+
 def _quantisation_options(flavour):
     from onnxruntime.quantization import QuantType
     if flavour == 'cpu':
@@ -61,7 +81,8 @@ def _quantisation_options(flavour):
 
 
 def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, record=None,
-                   keep_float=(), float_first=0, convolutions_only=False, moving_average=False):
+                   keep_float=(), float_first=0, convolutions_only=False, moving_average=False,
+                   float_predictors=False):
     """Quantise `model` (SingleShotPanoptic) on `frames` (uint8 RGB [h, w, 3] each, camera
     images: the same letterbox as at run time) into `out_path`; returns out_path.
 
@@ -69,6 +90,7 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     keep_float: ONNX node names left in float (a layer that quantises badly; with the center
     heatmap, CENTER_PREDICTOR always is);
     float_first: the first N convolutions of the graph (the encoder's stem) left in float;
+    float_predictors: each branch's last convolution (predictor_convolutions) left in float;
     convolutions_only: quantise the convolutions alone (the tensors they read and write, a
     ReLU or ReLU6 right after one taken into its output's range); the ops between them
     (GroupNorm and its scale and shift, additions, resizes) compute in float and add no int8
@@ -102,8 +124,11 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
         fp32 = cached_onnx(model, cache_dir or scratch)
         prepared = Path(scratch) / 'prepared.onnx'
         quant_pre_process(str(fp32), str(prepared))
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == 'Conv']
+        graph = onnx.load(str(prepared)).graph
+        convs = [n.name for n in graph.node if n.op_type == 'Conv']
         keep_float = list(keep_float) + convs[:float_first]
+        if float_predictors:
+            keep_float += [n for n in predictor_convolutions(graph) if n not in keep_float]
         if mc.center_heatmap and CENTER_PREDICTOR not in keep_float:
             keep_float.append(CENTER_PREDICTOR)
         quantize_static(str(prepared), str(out_path), Frames(), quant_format=QuantFormat.QDQ,
@@ -117,7 +142,8 @@ def quantize_model(model, frames, out_path, flavour='cpu', cache_dir=None, recor
     quantized.opset_import.extend(kept)
     meta = {'digest': model_digest(model), 'flavour': flavour, 'frames': len(frames),
             'kept_float': keep_float, 'convolutions_only': convolutions_only,
-            'moving_average': moving_average, **(record or {})}
+            'moving_average': moving_average, 'float_predictors': float_predictors,
+            **(record or {})}
     onnx.helper.set_model_props(quantized, {METADATA_KEY: json.dumps(meta)})
     onnx.save(quantized, str(out_path))
     return Path(out_path)
