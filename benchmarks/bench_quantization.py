@@ -39,7 +39,6 @@ from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.data import CocoPanopticDataset
 from panoptic_ros.core.inference import DecodeConfig
-from panoptic_ros.core.machine import cpu_flags
 from panoptic_ros.core.quantization import int8_path, quantize_model
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
 
@@ -89,13 +88,10 @@ def main():
                 for label, backend in backends]
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
-    flags = cpu_flags()
-    vnni = [f for f in flags if 'vnni' in f]
     header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
     lines = [f'# INT8 quantisation on this CPU: {args.model.name}, input '
              '{}x{}'.format(*mc.input_size), '',
-             f'Machine: {machine_description()}; VNNI: {", ".join(vnni) if vnni else "none"} '
-             f'({"avx2" if "avx2" in flags else "no avx2"}). Calibration: {len(frames)} frames '
+             f'Machine: {machine_description()}. Calibration: {len(frames)} frames '
              f'of {args.calib_root}/{args.calib_split}; onnxruntime; decoding and head at the '
              f'node\'s defaults ({DecodeConfig()}, overlap policy '
              f'{PARAMETERS["overlap_policy"].default}). Network: p50 of each interleaved '

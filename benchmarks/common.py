@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from panoptic_ros.core.backends import configure_torch_threads
-from panoptic_ros.core.machine import cpu_model
+from panoptic_ros.core.machine import cpu_model, vector_extensions
 
 
 def machine_description(device='cpu'):
-    """CPU model, visible cores, torch version and threads (and the GPU on CUDA)."""
-    text = f'{cpu_model()}, {os.cpu_count()} cores visible, torch {torch.__version__}, ' \
-           f'{torch.get_num_threads()} intra-op threads'
+    """CPU model and its vector extensions, visible cores, torch version and threads (and the
+    GPU on CUDA)."""
+    text = f'{cpu_model()} ({vector_extensions()}), {os.cpu_count()} cores visible, ' \
+           f'torch {torch.__version__}, {torch.get_num_threads()} intra-op threads'
     if str(device).startswith('cuda'):
         text += f', GPU {torch.cuda.get_device_name()}'
     return text

@@ -25,3 +25,12 @@ def cpu_flags():
     """The CPU's feature flags from /proc/cpuinfo (e.g. 'avx2', 'avx512_vnni'); empty where
     there is none to read."""
     return (_cpuinfo('flags') or '').split()
+
+
+def vector_extensions():
+    """The CPU's vector extensions that choose onnxruntime's int8 kernels, widest first
+    ('avx512_vnni, avx512f, avx2'; 'avx2' alone: no VNNI), or 'no avx2'. INT8 results differ
+    between machines without and with VNNI, so every benchmark names them."""
+    flags = set(cpu_flags())
+    found = [f for f in ('avx512_vnni', 'avx_vnni', 'avx512f', 'avx2') if f in flags]
+    return ', '.join(found) or 'no avx2'
