@@ -20,16 +20,14 @@ import copy
 from pathlib import Path
 import sys
 
-import numpy as np
 import torch
 
-from bench_demo_sequence import CATEGORIES, score, sequence_frames
+from bench_demo_sequence import sequence_cells, sequence_frames
 from common import machine_description, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
-from panoptic_ros.core.metrics import PanopticEvaluator
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
 
 
@@ -68,16 +66,9 @@ def main():
                 s = evaluate_pipeline(pipeline, Path(root), split_name)
                 cells.append(f"{s['pq']['all']['pq']:.1f} / {s['pq']['things']['pq']:.1f} / "
                              f"{s['box_ap']['ap']:.1f}")
-            pooled = PanopticEvaluator({c['id']: c for c in CATEGORIES})
-            things = [score(pipeline, frames, CATEGORIES, also=[pooled])['things']['pq']
-                      for frames in sequences.values()]
-            pq = pooled.panoptic_quality()
-            counts = [sum(c[k] for c in pq['per_class'].values() if c['isthing'])
-                      for k in ('tp', 'fp', 'fn')]
-            row = (f'| {name} | {"off" if iou >= 1.0 else f"{iou:g}"} | ' + ' | '.join(cells)
-                   + ' | ' + ', '.join(f'{t:.1f}' for t in things)
-                   + f' | {np.mean(things):.1f} | {pq["all"]["pq"]:.1f} / '
-                   f'{pq["things"]["pq"]:.1f} ({counts[0]} / {counts[1]} / {counts[2]}) |')
+            cells += sequence_cells(pipeline, sequences.values())
+            row = f'| {name} | {"off" if iou >= 1.0 else f"{iou:g}"} | ' + ' | '.join(cells) \
+                + ' |'
             print(row, flush=True)
             rows.append(row)
     lines = [f'# Cross-class semantic vote: {args.model.name}, input '

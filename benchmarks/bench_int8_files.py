@@ -9,7 +9,8 @@ rounds so that the machine's drift hits every one alike. Prints a table, writes 
 
 Usage: python benchmarks/bench_int8_files.py --files 7cfdeee:models/X.int8.onnx
            models/X.int8.onnx [--model MODEL] [--splits data/sim320:val
-           data/sim_crowded_low:val] [--rounds 7] [--out benchmarks/results/int8_files_cpu.md]
+           data/sim_crowded_low:val] [--seeds 11 12 13 14 15] [--rounds 7]
+           [--out benchmarks/results/int8_files_cpu.md]
 --splits with no split: the timing alone.
 """
 
@@ -23,11 +24,12 @@ import tempfile
 
 import torch
 
+from bench_demo_sequence import sequence_cells, sequence_frames
 from common import (add_split_and_timing_arguments, interleaved_p50s,
                     machine_description, score_cell, score_on_splits, write_result)
 from panoptic_ros.core.backends import make_backend, OnnxRuntimeBackend
 from panoptic_ros.core.checkpoint import load_checkpoint
-from panoptic_ros.core.inference import DecodeConfig
+from panoptic_ros.core.inference import DecodeConfig, FramePipeline
 from panoptic_ros.core.quantization import check_int8
 from panoptic_ros.core.settings import default_model_path, PARAMETERS
 
@@ -49,8 +51,12 @@ def main():
     parser.add_argument('--files', nargs='+', required=True, metavar='[REV:]PATH')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),
                         default=PARAMETERS['input_size'].default)
+    parser.add_argument('--seeds', type=int, nargs='*', default=[], metavar='SEED',
+                        help='also score the sim driving sequences of these seeds (11: the '
+                             "demo's), each one's things PQ and all pooled")
     add_split_and_timing_arguments(parser, 7, 'benchmarks/results/int8_files_cpu.md')
     args = parser.parse_args()
+    sequences = [sequence_frames(seed)[1] for seed in args.seeds]
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.model)
     with tempfile.TemporaryDirectory() as scratch:
@@ -64,13 +70,21 @@ def main():
                                          threads=args.threads, cache_dir=scratch)
             backends.append((f'INT8 `{spec}` (convolutions only: '
                              f'{meta.get("convolutions_only", False)}, mean ranges: '
-                             f'{meta.get("moving_average", False)}, in float: '
+                             f'{meta.get("moving_average", False)}, predictors in float: '
+                             f'{meta.get("float_predictors", False)}, in float: '
                              f'{len(meta.get("kept_float", []))} convolutions)', backend))
         rows = [(label, score_on_splits(label, backend, args.splits))
                 for label, backend in backends]
+        if sequences:
+            for (label, _), row in zip(backends, rows):
+                row[1]['sequences'] = sequence_cells(FramePipeline(backend), sequences)
+                print(f'{label}, sequences: {row[1]["sequences"]}', flush=True)
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
     header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
+    if sequences:
+        header += [f'sequences {", ".join(map(str, args.seeds))}: things PQ', 'mean',
+                   'pooled PQ / PQ_th (thing segments matched / false / missed)']
     lines = [f'# INT8 files side by side: {args.model.name}, input '
              '{}x{}'.format(*sized.config.input_size), '',
              f'Machine: {machine_description()}. onnxruntime; decoding and head at the node\'s '
@@ -81,9 +95,10 @@ def main():
              'rounds.',
              f'Command: `python benchmarks/bench_int8_files.py {" ".join(sys.argv[1:])}`', '',
              '| ' + ' | '.join(['network', *header, 'network p50 (ms)', 'time ratio']) + ' |',
-             '|---' * (3 + len(args.splits)) + '|']
+             '|---' * (3 + len(header)) + '|']
     for k, ((label, scores), rounds) in enumerate(zip(rows, p50s)):
-        cells = [score_cell(scores[split]) for split in args.splits]
+        cells = [score_cell(scores[split]) for split in args.splits] + \
+            scores.get('sequences', [])
         time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
         ratio = '' if k == 0 else \
             f'{statistics.median(a / b for a, b in zip(rounds, p50s[1])):.3f}'
