@@ -76,7 +76,7 @@ def main():
         rows = [(label, score_on_splits(label, backend, args.splits))
                 for label, backend in backends]
         if sequences:
-            for (label, _), row in zip(backends, rows):
+            for (label, backend), row in zip(backends, rows):
                 row[1]['sequences'] = sequence_cells(FramePipeline(backend), sequences)
                 print(f'{label}, sequences: {row[1]["sequences"]}', flush=True)
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
