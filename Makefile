@@ -50,15 +50,16 @@ model: setup model-data
 		--set out=runs/branches_sim_stage6 --set export_to=$(STAGE)6.safetensors
 	mv $(STAGE)6.safetensors $(SHIPPED)
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 3 --convolutions-only --moving-average
+		--num 200 --float-first 3 --convolutions-only --moving-average --float-predictors
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 3 --convolutions-only --moving-average --input-size 384 288
+		--num 200 --float-first 3 --convolutions-only --moving-average --float-predictors \
+		--input-size 384 288
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
 		--num 200 --float-first 0 --input-size 384 288 --flavour tensorrt
 	.venv/bin/panoptic-ros-quantize --model $(SHIPPED) --data data/sim_calib --split calib \
-		--num 200 --float-first 3 --convolutions-only --input-size 448 336
+		--num 200 --float-first 3 --convolutions-only --float-predictors --input-size 448 336
 	$(POLICY) --model $(SHIPPED) --policy spatial_ranking --score-threshold 0.2
 	$(POLICY) --model $(SHIPPED) --policy refined --score-threshold 0.2
 

@@ -16,7 +16,9 @@ quantised convolution into that convolution's output range, is recorded in the m
 the file runs in onnxruntime_int8 with the fp32 labels on at least 90 % of a rendered
 frame's pixels; activation ranges by the mean of per-frame min and max are never wider than
 min-max's over the same three frames (a quarter or more at least 5 % narrower), are recorded
-in the metadata, and agree with fp32 likewise; the CLI passes both flags on. Does not verify
+in the metadata, and agree with fp32 likewise; the predictors found in a hand-made graph are
+the convolutions that reach no other convolution, and every shipped CPU file keeps its 17
+predictors' weights in float; the CLI passes the three flags on. Does not verify
 the speed or the accuracy on a val split (benchmarks/bench_network.py,
 benchmarks/bench_quantization.py), nor the TensorRT flavour in TensorRT (not installable
 here).
@@ -40,7 +42,8 @@ from panoptic_ros.core.inference import FramePipeline, Preprocessor
 from panoptic_ros.core.model import SingleShotPanoptic
 from panoptic_ros.core.perception import Perception
 from panoptic_ros.core.quantization import (
-    CENTER_PREDICTOR, check_int8, int8_path, quantize_model, read_metadata)
+    CENTER_PREDICTOR, check_int8, int8_path, predictor_convolutions, quantize_model,
+    read_metadata)
 from panoptic_ros.core.settings import default_model_path, Settings
 from panoptic_ros.core.sim.world import render_random_frame, SimConfig
 from panoptic_ros.quantize_cli import main as quantize_main
@@ -192,6 +195,39 @@ def test_mean_ranges_are_never_wider_than_min_max(quantised, convolutions_only):
     assert same >= 0.9, same
 
 
+def test_predictor_convolutions_are_each_branchs_last():
+    # a -> ReLU -> b (an output); ReLU -> c -> Sigmoid -> Concat with b (an output); d + ReLU
+    # -> e (an output): b, c and e reach no other convolution; a and d do, through other ops
+    from onnx import helper, TensorProto
+    weight = helper.make_tensor('w', TensorProto.FLOAT, [2, 2, 1, 1], [1.0, 0.0, 0.0, 1.0])
+    nodes = [helper.make_node('Conv', ['x', 'w'], ['a_out'], name='a'),
+             helper.make_node('Relu', ['a_out'], ['ra'], name='relu'),
+             helper.make_node('Conv', ['ra', 'w'], ['b_out'], name='b'),
+             helper.make_node('Conv', ['ra', 'w'], ['c_out'], name='c'),
+             helper.make_node('Sigmoid', ['c_out'], ['s'], name='sigmoid'),
+             helper.make_node('Concat', ['s', 'b_out'], ['both'], name='concat', axis=1),
+             helper.make_node('Conv', ['x', 'w'], ['d_out'], name='d'),
+             helper.make_node('Add', ['d_out', 'ra'], ['sum'], name='add'),
+             helper.make_node('Conv', ['sum', 'w'], ['e_out'], name='e')]
+    value = [1, 2, 4, 4]
+    graph = helper.make_graph(
+        nodes, 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, value)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+         for name, shape in (('b_out', value), ('both', [1, 4, 4, 4]), ('e_out', value))],
+        [weight])
+    onnx.checker.check_model(helper.make_model(graph))
+    assert predictor_convolutions(graph) == ['b', 'c', 'e']
+
+
+def weights_in_float(path, nodes):
+    """Whether every Conv named in `nodes` reads a float initializer as its weight in the ONNX
+    file at `path` (not a DequantizeLinear's output)."""
+    graph = onnx.load(str(path)).graph
+    constants = {i.name for i in graph.initializer}
+    convs = {n.name: n for n in graph.node if n.op_type == 'Conv'}
+    return all(convs[name].input[1] in constants for name in nodes)
+
+
 def unmatched_centres(ref, out, kernel, threshold, strong=0.4, radius=2.0):
     """Strong centres (heatmap >= strong) of either heatmap [h, w] that have not exactly one
     centre of the other within ``radius`` cells: a centre lost, moved, or split in two."""
@@ -207,8 +243,9 @@ def test_shipped_int8_files_keep_the_center_heatmap(tmp_path, size):
     # The center branch's last convolution gives the heatmap (peak 1) and the offsets (pixels)
     # in one tensor. Quantised to the offsets' range, the heatmap came in steps whose flat tops
     # gave center_grouping several centres per instance (7 peaks where fp32 has 5, 3 for 1).
-    # Every shipped INT8 file keeps that convolution in float: on rendered frames every strong
-    # fp32 centre has one INT8 centre within two cells and no INT8 centre is split or stray.
+    # Every shipped CPU INT8 file keeps that convolution in float, as every branch's predictor:
+    # on rendered frames every strong fp32 centre has one INT8 centre within two cells and no
+    # INT8 centre is split or stray.
     # The quantised encoder's values depend on the CPU's integer kernels (Intel Xeon: the same
     # peaks; AMD EPYC: peaks one cell apart, values within 0.17), so the test allows that; a
     # file with that convolution quantised too (40 rendered calibration frames, AMD EPYC)
@@ -216,7 +253,12 @@ def test_shipped_int8_files_keep_the_center_heatmap(tmp_path, size):
     shipped, _ = load_checkpoint(default_model_path())
     model = shipped.at_input_size(size).eval()
     path = int8_path(default_model_path(), input_size=None if size == (320, 240) else size)
-    assert CENTER_PREDICTOR in check_int8(path, model)['kept_float']
+    meta = check_int8(path, model)
+    assert CENTER_PREDICTOR in meta['kept_float'] and weights_in_float(path, [CENTER_PREDICTOR])
+    # and every other predictor: class, box and border-ness at five levels, semantic logits
+    predictors = predictor_convolutions(onnx.load(str(path)).graph)
+    assert meta['float_predictors'] is True and len(predictors) == 17
+    assert set(predictors) <= set(meta['kept_float']) and weights_in_float(path, predictors)
     backend = make_backend('onnxruntime_int8', model, cache_dir=tmp_path,
                            model_path=default_model_path())
     assert backend.name == 'onnxruntime_int8'
@@ -267,13 +309,15 @@ def test_another_input_size_runs_fp32_or_its_own_int8_file(tmp_path, caplog):
            workers=1, progress=False)
     assert quantize_main(['--model', str(model_path), '--data', str(tmp_path / 'calib'),
                           '--split', 'calib', '--num', '2', '--input-size', '384', '288',
-                          '--convolutions-only', '--moving-average']) == 0
+                          '--convolutions-only', '--moving-average',
+                          '--float-predictors']) == 0
     assert int8_path(model_path, input_size=(384, 288)).name == 'branches.384x288.int8.onnx'
     assert int8_path(model_path, input_size=(384, 288)).is_file()
     # with the center heatmap, the quantiser keeps the center predictor in float unasked
     meta = read_metadata(int8_path(model_path, input_size=(384, 288)))
     assert CENTER_PREDICTOR in meta['kept_float']
     assert meta['convolutions_only'] is True and meta['moving_average'] is True
+    assert meta['float_predictors'] is True and '/sem_branch/predictor/Conv' in meta['kept_float']
     sized = Perception.from_settings(Settings.from_params(
         {'input_size': [384, 288], 'model_path': str(model_path), 'cache_dir': str(tmp_path)}))
     assert sized.backend.name == 'onnxruntime_int8'
