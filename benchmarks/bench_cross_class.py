@@ -23,7 +23,7 @@ import sys
 import torch
 
 from bench_demo_sequence import sequence_cells, sequence_frames
-from common import machine_description, write_result
+from common import machine_description, SPLITS, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.evaluation import evaluate_pipeline
@@ -40,9 +40,7 @@ def main():
                         default=PARAMETERS['input_size'].default)
     parser.add_argument('--score-threshold', type=float, default=DecodeConfig.score_threshold,
                         help='the light model scores best at 0.4')
-    parser.add_argument('--splits', nargs='+', default=['data/sim320:val',
-                                                        'data/sim_crowded_low:val'],
-                        metavar='ROOT:SPLIT')
+    parser.add_argument('--splits', nargs='+', default=SPLITS, metavar='ROOT:SPLIT')
     parser.add_argument('--seeds', type=int, nargs='+', default=[11, 12, 13, 14, 15])
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results/cross_class_cpu.md'))

@@ -26,7 +26,8 @@ import torch
 
 from bench_demo_sequence import sequence_cells, sequence_frames
 from common import (add_split_and_timing_arguments, interleaved_p50s,
-                    machine_description, score_cell, score_on_splits, write_result)
+                    machine_description, score_cell, score_on_splits, split_headers,
+                    write_result)
 from panoptic_ros.core.backends import make_backend, OnnxRuntimeBackend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.inference import DecodeConfig, FramePipeline
@@ -75,13 +76,14 @@ def main():
                              f'{len(meta.get("kept_float", []))} convolutions)', backend))
         rows = [(label, score_on_splits(label, backend, args.splits))
                 for label, backend in backends]
-        if sequences:
-            for (label, backend), row in zip(backends, rows):
-                row[1]['sequences'] = sequence_cells(FramePipeline(backend), sequences)
-                print(f'{label}, sequences: {row[1]["sequences"]}', flush=True)
+        sequence_rows = [sequence_cells(FramePipeline(backend), sequences) if sequences else []
+                         for _, backend in backends]
+        for (label, _), cells in zip(backends, sequence_rows):
+            if cells:
+                print(f'{label}, sequences: {cells}', flush=True)
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
-    header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
+    header = split_headers(args.splits)
     if sequences:
         header += [f'sequences {", ".join(map(str, args.seeds))}: things PQ', 'mean',
                    'pooled PQ / PQ_th (thing segments matched / false / missed)']
@@ -96,9 +98,8 @@ def main():
              f'Command: `python benchmarks/bench_int8_files.py {" ".join(sys.argv[1:])}`', '',
              '| ' + ' | '.join(['network', *header, 'network p50 (ms)', 'time ratio']) + ' |',
              '|---' * (3 + len(header)) + '|']
-    for k, ((label, scores), rounds) in enumerate(zip(rows, p50s)):
-        cells = [score_cell(scores[split]) for split in args.splits] + \
-            scores.get('sequences', [])
+    for k, ((label, scores), sequence, rounds) in enumerate(zip(rows, sequence_rows, p50s)):
+        cells = [score_cell(scores[split]) for split in args.splits] + sequence
         time = f'{statistics.median(rounds):.1f} ({min(rounds):.1f}–{max(rounds):.1f})'
         ratio = '' if k == 0 else \
             f'{statistics.median(a / b for a, b in zip(rounds, p50s[1])):.3f}'

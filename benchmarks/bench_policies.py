@@ -27,7 +27,7 @@ import torch
 
 from bench_panoptic_head import (
     make_borderness, make_heatmap, make_inputs, make_learned, IS_THING, time_head)
-from common import machine_description, write_result
+from common import machine_description, SPLITS, write_result
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.data import CocoPanopticDataset
@@ -143,8 +143,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model', type=Path, required=True)
     parser.add_argument('--score-threshold', type=float, default=0.25)
-    parser.add_argument('--splits', nargs='+',
-                        default=['data/sim320:val', 'data/sim_crowded_low:val'])
+    parser.add_argument('--splits', nargs='+', default=SPLITS)
     parser.add_argument('--policies', nargs='+', choices=POLICIES, default=list(POLICIES))
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--input-size', type=int, nargs=2, metavar=('W', 'H'),

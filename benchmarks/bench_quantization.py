@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from common import (add_split_and_timing_arguments, interleaved_p50s,
-                    machine_description, score_cell, score_on_splits, write_result)
+                    machine_description, score_cell, score_on_splits, split_headers,
+                    write_result)
 from panoptic_ros.core.backends import make_backend
 from panoptic_ros.core.checkpoint import load_checkpoint
 from panoptic_ros.core.data import CocoPanopticDataset
@@ -88,7 +89,7 @@ def main():
                 for label, backend in backends]
         p50s = interleaved_p50s([b for _, b in backends], args.rounds, args.repeats,
                                 args.threads)
-    header = [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in args.splits]
+    header = split_headers(args.splits)
     lines = [f'# INT8 quantisation on this CPU: {args.model.name}, input '
              '{}x{}'.format(*mc.input_size), '',
              f'Machine: {machine_description()}. Calibration: {len(frames)} frames '

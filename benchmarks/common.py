@@ -52,7 +52,7 @@ def interleaved_p50s(backends, rounds, repeats, threads):
     return p50s
 
 
-SPLITS = ['data/sim320:val', 'data/sim_crowded_low:val']
+SPLITS = ('data/sim320:val', 'data/sim_crowded_low:val')
 
 
 def add_split_and_timing_arguments(parser, rounds, out):
@@ -74,6 +74,11 @@ def score_on_splits(label, backend, splits):
         scores[split] = evaluate_pipeline(FramePipeline(backend), Path(root), name)
         print(f'{label}, {split}: {summary_line(scores[split])}', flush=True)
     return scores
+
+
+def split_headers(splits):
+    """The column headers of score_cell, one per ROOT:SPLIT."""
+    return [f'{split}: PQ / PQ_th / PQ_st / mIoU / box AP' for split in splits]
 
 
 def score_cell(scores):

@@ -53,6 +53,15 @@ def _foldable_pads(graph, pad, readers, outputs, producers, opset):
     return [int(w) for w in widths[[2, 3, 6, 7]]]
 
 
+def tensor_readers(graph):
+    """{tensor name: [the nodes of the onnx GraphProto `graph` that read it]}."""
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def fold_pads_into_convs(model):
     """Fold every foldable Pad of the onnx ModelProto `model` into its Convs, in place;
     returns the number of Pads removed."""
@@ -61,10 +70,7 @@ def fold_pads_into_convs(model):
     outputs = {o.name for o in graph.output}
     opset = next(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx'))
     producers = {name: node for node in graph.node for name in node.output}
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(graph)
     folded = []
     for pad in [n for n in graph.node if n.op_type == 'Pad']:
         widths = _foldable_pads(graph, pad, readers.get(pad.output[0], []), outputs,

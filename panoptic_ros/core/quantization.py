@@ -33,6 +33,7 @@ from pathlib import Path
 import tempfile
 
 from panoptic_ros.core.backends import cached_onnx, model_digest
+from panoptic_ros.core.onnx_graph import tensor_readers
 from panoptic_ros.core.inference import Preprocessor
 
 FLAVOURS = ('cpu', 'tensorrt')
@@ -57,10 +58,7 @@ def int8_path(model_path, flavour='cpu', input_size=None):
 def predictor_convolutions(graph):
     """Names of the Conv nodes of the onnx GraphProto `graph` (topologically sorted, as
     exported) whose output reaches no other Conv: each branch's last convolution."""
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(graph)
     feeds_conv = {}          # node name: a Conv reads its output, directly or through others
     for node in reversed(graph.node):
         feeds_conv[node.name] = any(r.op_type == 'Conv' or feeds_conv[r.name]
